@@ -1,0 +1,512 @@
+"""fit(): validate on the host, then one compiled program: maximise, then covariance and status.
+
+Tier-1 errors (shapes, options, NaN in data, a non-scalar log-density, -inf at the start values) are
+raised here, before or instead of any fitting work, naming the leaf, row or parameter. Under an outer
+`jit`/`vmap` the data are tracers and Python cannot look at their values: those checks are skipped and
+the outcome is carried in `FitResult.status` instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._accumulate import auto_chunk_size
+from ._covariance import KINDS, covariance, psd_inverse
+from ._objective import Batch, Objective
+from ._results import MESSAGES, FitResult, Status, parameter_names
+from ._solvers import maximize
+
+PyTree = Any
+METHODS = ("newton", "bhhh", "bfgs")
+WEIGHT_KINDS = ("frequency", "sampling")
+# A final Newton step longer than this fraction of |theta| means the iterates are still travelling:
+# at a maximum that exists the step is ~sqrt(tol) standard errors, far below it.
+_LONG_STEP = 1e-3
+
+
+class ParamSpec(NamedTuple):
+    """Static description of the parameter pytree: rebuilds it from the flat vector inside jit."""
+
+    treedef: Any
+    shapes: tuple[tuple[int, ...], ...]
+
+    def unravel(self, flat):
+        out, start = [], 0
+        for shape in self.shapes:
+            size = math.prod(shape)
+            out.append(flat[start : start + size].reshape(shape))
+            start += size
+        return jax.tree.unflatten(self.treedef, out)
+
+
+def fit(
+    logpdf: Callable[[PyTree, PyTree], jax.Array],
+    init: PyTree,
+    data: PyTree,
+    *,
+    method: str = "newton",
+    cov: str = "hessian",
+    groups=None,
+    n_groups: int | None = None,
+    weights=None,
+    weight_kind: str = "frequency",
+    fixed: dict | None = None,
+    max_iter: int = 100,
+    tol: float | None = None,
+    chunk_size: int | None = None,
+    dtype=None,
+    throw: bool = False,
+) -> FitResult:
+    """Maximum-likelihood fit of `sum_i w_i logpdf(theta, obs_i)`.
+
+    Args:
+      logpdf: `logpdf(theta, obs) -> scalar`, the log-density of ONE observation, written in JAX;
+        `theta` has the structure of `init`, `obs` is one row of `data` (each leaf indexed on axis 0).
+      init: start values, any pytree of floats. Matrices are ordered as `ravel_pytree(init)`; the
+        names in the table come from the pytree paths (`b0`, `b[0]`, ...).
+      data: any pytree of arrays sharing the leading axis N (numpy, jax or pandas columns).
+      method: "newton" (safeguarded Newton-Raphson, default), "bhhh", or "bfgs".
+      cov: "hessian" | "opg" | "sandwich" | "cluster" (see `_covariance`); every kind can be
+        recomputed later from the result, `res.with_cov(kind)`.
+      groups: (N,) cluster ids, any integer or string labels; factorised to 0..G-1 on the host.
+        Under `jit`/`vmap` pass integer codes 0..G-1 and the static `n_groups=G`.
+      weights: (N,) non-negative observation weights w_i. `weight_kind="frequency"` (Stata fweights:
+        meat = sum w u u', N = sum w) or "sampling" (pweights: meat = sum w^2 u u', N = rows).
+      fixed: {top-level key of init: value}; those parameters are held at the value (a restricted fit,
+        shown as fixed in the table; `score` and `information` still cover the full vector).
+      max_iter: cap on accepted iterations.
+      tol: convergence when the scaled gradient U'M^-1 U (~2 x the lnL still to gain) < tol;
+        default 1e-12 in float64 (estimates within ~1e-6 standard errors of the maximum; Newton usually
+        stops far inside) and 1e-6 in float32.
+      chunk_size: rows per chunk of the sums over observations; None picks ~4 MiB working sets.
+      dtype: "float64" (default, whatever the global JAX setting) or "float32".
+      throw: raise if the fit does not succeed (under `jit`/`vmap`, via `equinox.error_if`).
+
+    Returns a `FitResult`; under `jax.vmap` a batched one with its own status for every fit.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if cov not in KINDS:
+        raise ValueError(f"unknown cov {cov!r}; choose one of {KINDS}")
+    if weight_kind not in WEIGHT_KINDS:
+        raise ValueError(f"unknown weight_kind {weight_kind!r}; choose one of {WEIGHT_KINDS}")
+    if cov == "cluster" and groups is None:
+        raise ValueError("cov='cluster' needs cluster ids: pass groups=<(N,) labels>")
+    if not (isinstance(max_iter, int) and max_iter >= 0):
+        raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}")
+    dtype = jnp.dtype("float64" if dtype is None else dtype)
+    if dtype not in (jnp.dtype("float64"), jnp.dtype("float32")):
+        raise ValueError(f"dtype must be float64 or float32, got {dtype}")
+    if tol is None:
+        tol = 1e-12 if dtype == jnp.float64 else 1e-6
+    traced = any(
+        isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((init, data, weights, groups))
+    )
+    if traced:
+        return _fit(
+            logpdf,
+            init,
+            data,
+            groups,
+            n_groups,
+            weights,
+            weight_kind,
+            fixed,
+            method,
+            cov,
+            max_iter,
+            float(tol),
+            chunk_size,
+            dtype,
+            throw,
+            traced,
+        )
+    with jax.enable_x64(dtype == jnp.float64):
+        return _fit(
+            logpdf,
+            init,
+            data,
+            groups,
+            n_groups,
+            weights,
+            weight_kind,
+            fixed,
+            method,
+            cov,
+            max_iter,
+            float(tol),
+            chunk_size,
+            dtype,
+            throw,
+            traced,
+        )
+
+
+def _fit(
+    logpdf,
+    init,
+    data,
+    groups,
+    n_groups,
+    weights,
+    weight_kind,
+    fixed,
+    method,
+    cov,
+    max_iter,
+    tol,
+    chunk_size,
+    dtype,
+    throw,
+    traced,
+):
+    init, free = _prepare_init(init, fixed, dtype)
+    theta0, _ = jax.flatten_util.ravel_pytree(init)
+    leaves, treedef = jax.tree.flatten(init)
+    spec = ParamSpec(treedef, tuple(tuple(np.shape(x)) for x in leaves))
+    data, n = _prepare_data(data, dtype, traced)
+    weights = _prepare_weights(weights, n, dtype, traced)
+    groups, n_groups = _prepare_groups(groups, n_groups, n, traced)
+    _check_logpdf(logpdf, init, data)
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(data, sum(free))
+    elif not (isinstance(chunk_size, int) and chunk_size > 0):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+
+    res = _fit_compiled(
+        theta0,
+        data,
+        weights,
+        groups,
+        logpdf=logpdf,
+        spec=spec,
+        names=parameter_names(init),
+        free=free,
+        method=method,
+        cov=cov,
+        max_iter=max_iter,
+        tol=tol,
+        chunk_size=chunk_size,
+        n_groups=n_groups,
+        weight_kind=weight_kind,
+    )
+    if not traced and int(res.status) == Status.NONFINITE_START:
+        _raise_bad_start(logpdf, spec, theta0, data)
+    if throw:
+        if traced:
+            return eqx.error_if(res, ~res.converged, "jaxmle.fit did not succeed (see res.status)")
+        if not bool(res.converged):
+            raise RuntimeError(f"jaxmle.fit: {res.message}")
+    return res
+
+
+@partial(
+    jax.jit,
+    static_argnames=(
+        "logpdf",
+        "spec",
+        "names",
+        "free",
+        "method",
+        "cov",
+        "max_iter",
+        "tol",
+        "chunk_size",
+        "n_groups",
+        "weight_kind",
+    ),
+)
+def _fit_compiled(
+    theta0,
+    data,
+    weights,
+    groups,
+    *,
+    logpdf,
+    spec,
+    names,
+    free,
+    method,
+    cov,
+    max_iter,
+    tol,
+    chunk_size,
+    n_groups,
+    weight_kind,
+) -> FitResult:
+    free_idx = np.flatnonzero(free)
+    all_free = len(free_idx) == len(free)
+
+    def embed(theta_free):
+        return theta_free if all_free else theta0.at[free_idx].set(theta_free)
+
+    batch = Batch(data, weights, groups)
+    obj = Objective(logpdf, spec.unravel, embed, batch, chunk_size, n_groups, weight_kind)
+    evaluate = {"newton": obj.newton, "bhhh": obj.bhhh, "bfgs": obj.loglik_grad}[method]
+    st = maximize(
+        evaluate,
+        theta0[free_idx],
+        method=method,
+        max_iter=max_iter,
+        tol=tol,
+        initial_matrix=lambda t: obj.newton(t).matrix,
+    )
+
+    theta_hat = embed(st.theta)
+    full = obj._replace(embed=lambda t: t)
+    sc = full.scores(theta_hat)
+    info = st.matrix if method == "newton" and all_free else full.newton(theta_hat).matrix
+    info_free = info[free_idx][:, free_idx]
+
+    blocks = (
+        info_free,
+        sc.opg[free_idx][:, free_idx],
+        sc.meat[free_idx][:, free_idx],
+        sc.score_groups[:, free_idx],
+    )
+    cov_free, cov_status = covariance(cov, *blocks)
+    _, info_status = psd_inverse(info_free)
+    separated = _separation(obj, st, info_free)
+
+    status = jnp.select(
+        [
+            st.failed_start,
+            ~jnp.isfinite(st.loglik) | ~jnp.isfinite(st.decrement),
+            separated,
+            st.failed_search,
+            st.decrement > tol,
+            info_status != Status.SUCCESSFUL,
+            cov_status != Status.SUCCESSFUL,
+        ],
+        [
+            Status.NONFINITE_START,
+            Status.NONFINITE,
+            Status.SEPARATION,
+            Status.LINE_SEARCH_FAILED,
+            Status.MAX_ITER,
+            info_status,
+            cov_status,
+        ],
+        Status.SUCCESSFUL,
+    ).astype(jnp.int32)
+
+    k = len(free)
+    cov_full = (
+        jnp.zeros((k, k), cov_free.dtype).at[free_idx[:, None], free_idx[None, :]].set(cov_free)
+    )
+    se = jnp.sqrt(jnp.diagonal(cov_full))
+    n_obs = (
+        jnp.sum(weights) if (weights is not None and weight_kind == "frequency") else n_rows(data)
+    )
+    return FitResult(
+        params=spec.unravel(theta_hat),
+        se=spec.unravel(se),
+        cov=cov_full,
+        loglik=st.loglik,
+        score=sc.score,
+        information=info,
+        opg=sc.opg,
+        meat=sc.meat,
+        score_groups=sc.score_groups,
+        n_obs=jnp.asarray(n_obs, theta0.dtype),
+        n_iter=st.n_iter,
+        n_damped=st.n_damped,
+        scaled_gradient=st.decrement,
+        status=status,
+        names=names,
+        free=free,
+        method=method,
+        cov_type=cov,
+    )
+
+
+def n_rows(data) -> int:
+    return jax.tree.leaves(data)[0].shape[0]
+
+
+def _separation(obj: Objective, st, info):
+    """Is lnL still rising along the last search direction, which is still long?
+
+    In (quasi-)complete separation the iterates run off to infinity along a direction v in which
+    the information vanishes: the next step d stays long (relative to theta) and lnL keeps rising
+    along it. Probe lnL at theta + 4u, u = d / sqrt(d'I d), four end-of-fit standard errors along d:
+    at a genuine maximum lnL falls by ~8 (its quadratic model); when the maximum is not attained
+    it does not fall. Requiring a long d keeps an exactly flat direction (collinearity, where d is
+    rounding noise) out: that one is reported as a singular information matrix.
+    """
+    d = st.direction
+    long_step = jnp.max(jnp.abs(d)) > _LONG_STEP * jnp.maximum(jnp.max(jnp.abs(st.theta)), 1.0)
+    u = d / jnp.sqrt(jnp.abs(d @ info @ d))
+
+    def still_rising():
+        probe = obj.loglik(st.theta + 4.0 * u)
+        return jnp.isfinite(probe) & (probe > st.loglik - 1.0)
+
+    return jax.lax.cond(
+        long_step & jnp.all(jnp.isfinite(u)), still_rising, lambda: jnp.asarray(False)
+    )
+
+
+# ---------------------------------------------------------------- host-side validation
+
+
+def _leaf_name(path) -> str:
+    return "data" + jax.tree_util.keystr(path) if path else "data"
+
+
+def _prepare_init(init, fixed, dtype):
+    def to_float(x):
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.floating) and not jnp.issubdtype(x.dtype, jnp.integer):
+            raise TypeError(f"init leaves must be real numbers, got dtype {x.dtype}")
+        return x.astype(dtype)
+
+    init = jax.tree.map(to_float, init)
+    if not jax.tree.leaves(init):
+        raise ValueError("init has no parameters")
+    fixed = fixed or {}
+    if fixed and not isinstance(init, dict):
+        raise TypeError("fixed= names top-level keys of init, so init must be a dict")
+    unknown = [key for key in fixed if key not in init]
+    if unknown:
+        raise KeyError(f"fixed names {unknown}, which are not keys of init ({list(init)})")
+    free = []
+    if fixed:
+        init = dict(init)
+        for key in init:
+            if key in fixed:
+                value = jnp.broadcast_to(jnp.asarray(fixed[key], dtype), jnp.shape(init[key]))
+                init[key] = value
+        for key, leaf in init.items():
+            free += [key not in fixed] * sum(int(np.size(x)) for x in jax.tree.leaves(leaf))
+        # dict flattening sorts keys: recompute the mask in ravel order
+        free = []
+        for path, leaf in jax.tree_util.tree_flatten_with_path(init)[0]:
+            free += [path[0].key not in fixed] * int(np.size(leaf))
+    else:
+        free = [True] * sum(int(np.size(x)) for x in jax.tree.leaves(init))
+    if not any(free):
+        raise ValueError("every parameter is fixed: nothing to estimate")
+    return init, tuple(free)
+
+
+def _prepare_data(data, dtype, traced):
+    flat, treedef = jax.tree_util.tree_flatten_with_path(data)
+    if not flat:
+        raise ValueError("data has no arrays")
+    out, lengths = [], {}
+    for path, leaf in flat:
+        x = leaf if isinstance(leaf, jax.Array) else np.asarray(leaf)
+        if x.ndim == 0:
+            raise ValueError(
+                f"{_leaf_name(path)} is a scalar; every data leaf needs a leading "
+                "observation axis N (put constants in the log-density instead)"
+            )
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            x = jnp.asarray(x, dtype)
+        elif jnp.issubdtype(x.dtype, jnp.bool_) or jnp.issubdtype(x.dtype, jnp.integer):
+            x = jnp.asarray(x)
+        else:
+            raise TypeError(f"{_leaf_name(path)} has dtype {x.dtype}; data leaves must be numeric")
+        lengths[_leaf_name(path)] = x.shape[0]
+        out.append(x)
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k}: {v}" for k, v in lengths.items())
+        raise ValueError(f"data leaves must share the leading axis N; got {detail}")
+    if not traced:
+        for (path, _), x in zip(flat, out, strict=True):
+            if jnp.issubdtype(x.dtype, jnp.floating) and not bool(_all_finite(x)):
+                bad = ~np.isfinite(np.asarray(x).reshape(x.shape[0], -1)).all(axis=1)
+                rows = np.flatnonzero(bad)
+                raise ValueError(
+                    f"{_leaf_name(path)} has NaN or inf in {rows.size} row(s), first at row "
+                    f"{rows[0]}; drop or impute those rows before fitting"
+                )
+    return jax.tree.unflatten(treedef, out), next(iter(lengths.values()))
+
+
+@jax.jit
+def _all_finite(x):
+    return jnp.all(jnp.isfinite(x))
+
+
+def _prepare_weights(weights, n, dtype, traced):
+    if weights is None:
+        return None
+    w = jnp.asarray(np.asarray(weights) if not isinstance(weights, jax.Array) else weights, dtype)
+    if w.shape != (n,):
+        raise ValueError(f"weights must have shape (N,) = ({n},), got {w.shape}")
+    if not traced:
+        wn = np.asarray(w)
+        bad = np.flatnonzero(~np.isfinite(wn) | (wn < 0))
+        if bad.size:
+            raise ValueError(
+                f"weights must be finite and >= 0; {bad.size} are not, first at row "
+                f"{bad[0]} ({wn[bad[0]]})"
+            )
+    return w
+
+
+def _prepare_groups(groups, n_groups, n, traced):
+    if groups is None:
+        return None, 0
+    if traced or isinstance(groups, jax.core.Tracer):
+        g = jnp.asarray(groups)
+        if not jnp.issubdtype(g.dtype, jnp.integer) or n_groups is None:
+            raise ValueError(
+                "under jit/vmap, groups must be integer codes 0..G-1 and n_groups=G "
+                "must be given (a static int)"
+            )
+        if g.shape != (n,):
+            raise ValueError(f"groups must have shape (N,) = ({n},), got {g.shape}")
+        return g, int(n_groups)
+    labels = np.asarray(groups)
+    if labels.shape != (n,):
+        raise ValueError(f"groups must have shape (N,) = ({n},), got {labels.shape}")
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise ValueError(f"groups has NaN at row {np.flatnonzero(~np.isfinite(labels))[0]}")
+    _, codes = np.unique(labels, return_inverse=True)
+    g_count = int(codes.max()) + 1
+    if n_groups is not None and n_groups != g_count:
+        raise ValueError(f"n_groups={n_groups} but groups holds {g_count} distinct labels")
+    if g_count < 2:
+        raise ValueError("cluster-robust covariance needs at least 2 clusters; groups has 1")
+    return jnp.asarray(codes.astype(np.int32)), g_count
+
+
+def _check_logpdf(logpdf, init, data):
+    obs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), data)
+    try:
+        out = jax.eval_shape(logpdf, init, obs)
+    except Exception as e:
+        raise type(e)(f"logpdf(theta, obs) failed on one observation: {e}") from e
+    shape = getattr(out, "shape", None)
+    if shape != ():
+        raise ValueError(
+            f"logpdf(theta, obs) must return a scalar for ONE observation, got "
+            f"{'a ' + type(out).__name__ if shape is None else 'shape ' + str(shape)}; "
+            "write it for a single row (jaxmle vmaps it over rows) and sum any inner terms"
+        )
+
+
+def _raise_bad_start(logpdf, spec, theta0, data):
+    ll = np.asarray(jax.jit(jax.vmap(logpdf, in_axes=(None, 0)))(spec.unravel(theta0), data))
+    bad = np.flatnonzero(~np.isfinite(ll))
+    if bad.size == 0:  # every row finite, the sum overflowed or a derivative is not finite
+        raise ValueError(
+            f"{MESSAGES[Status.NONFINITE_START]}: every l_i is finite, but lnL or its "
+            "derivatives are not (check the scale of the start values)"
+        )
+    shown = ", ".join(str(i) for i in bad[:10]) + (", ..." if bad.size > 10 else "")
+    raise ValueError(
+        f"the log-density is {ll[bad[0]]} at the start values for {bad.size} observation(s): rows "
+        f"{shown}. Choose start values where every observation has positive density"
+    )

@@ -1,0 +1,146 @@
+"""lnL, U, H and the score outer products, from one per-observation log-density, by autodiff.
+
+Notation (theory.md): l_i(theta) = ln f(y_i | theta), lnL = sum_i w_i l_i, u_i = d l_i / d theta,
+U = sum_i w_i u_i, H = d^2 lnL / d theta d theta', information = -H.
+
+The solvers work on a flat vector over the *free* parameters; `Objective.embed` puts it back into the
+full flat vector (fixed parameters held at their values) and `unravel` into the user's pytree. The
+Hessian is `jacfwd(grad)` of the chunk's summed lnL: XLA sees k forward tangents through one reverse
+pass, which becomes a few GEMMs per chunk, never N per-observation k x k matrices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._accumulate import chunked_sum
+
+PyTree = Any
+
+
+class Batch(NamedTuple):
+    """The rows the sums run over: data pytree, weights (N,) or None, cluster codes (N,) or None."""
+
+    data: PyTree
+    weights: jax.Array | None
+    groups: jax.Array | None
+
+
+class Terms(NamedTuple):
+    """lnL, U and a k x k curvature matrix (-H, or sum w u u') at one parameter vector."""
+
+    loglik: jax.Array
+    score: jax.Array
+    matrix: jax.Array
+
+
+class ScoreTerms(NamedTuple):
+    """Sums of per-observation scores at one parameter vector.
+
+    opg   = sum_i w_i u_i u_i'              (BHHH matrix; frequency weights)
+    meat  = sum_i c_i u_i u_i'              c_i = w_i (frequency) or w_i^2 (sampling weights)
+    score_groups = sum_{i in g} w_i u_i     one row per cluster (G x k; 0 x k without groups)
+    """
+
+    loglik: jax.Array
+    score: jax.Array
+    opg: jax.Array
+    meat: jax.Array
+    score_groups: jax.Array
+
+
+class Objective(NamedTuple):
+    logpdf: Callable
+    unravel: Callable
+    embed: Callable
+    batch: Batch
+    chunk_size: int
+    n_groups: int
+    weight_kind: str
+
+    def _obs_weights(self, b: Batch, mask):
+        return mask if b.weights is None else mask * b.weights
+
+    def _loglik_obs(self, theta_full, data):
+        theta = self.unravel(theta_full)
+        return jax.vmap(self.logpdf, in_axes=(None, 0))(theta, data)
+
+    def _chunk_loglik(self, theta_free, b: Batch, mask):
+        ll = self._loglik_obs(self.embed(theta_free), b.data)
+        return jnp.sum(self._obs_weights(b, mask) * ll)
+
+    def loglik(self, theta_free):
+        """lnL over the free parameters."""
+        return chunked_sum(
+            lambda b, m: self._chunk_loglik(theta_free, b, m), self.batch, self.chunk_size
+        )
+
+    def loglik_grad(self, theta_free) -> Terms:
+        """(lnL, U); `matrix` is a 0 x 0 placeholder (quasi-Newton keeps its own)."""
+
+        def chunk(b, m):
+            ll, g = jax.value_and_grad(self._chunk_loglik)(theta_free, b, m)
+            return ll, g
+
+        ll, g = chunked_sum(chunk, self.batch, self.chunk_size)
+        return Terms(ll, g, jnp.zeros((0, 0), g.dtype))
+
+    def newton(self, theta_free) -> Terms:
+        """(lnL, U, -H) in one pass over the data."""
+
+        def chunk(b, m):
+            def grad_aux(t):
+                ll, g = jax.value_and_grad(self._chunk_loglik)(t, b, m)
+                return g, (ll, g)
+
+            h, (ll, g) = jax.jacfwd(grad_aux, has_aux=True)(theta_free)
+            return ll, g, -h
+
+        ll, g, info = chunked_sum(chunk, self.batch, self.chunk_size)
+        return Terms(ll, g, 0.5 * (info + info.T))
+
+    def _chunk_scores(self, theta_free, b: Batch):
+        """Per-observation (l_i, u_i) for the rows of one chunk."""
+
+        def one(t, obs):
+            return self.logpdf(self.unravel(self.embed(t)), obs)
+
+        return jax.vmap(jax.value_and_grad(one), in_axes=(None, 0))(theta_free, b.data)
+
+    def bhhh(self, theta_free) -> Terms:
+        """(lnL, U, sum w u u') in one pass over the data."""
+
+        def chunk(b, m):
+            ll, s = self._chunk_scores(theta_free, b)
+            w = self._obs_weights(b, m)
+            return jnp.sum(w * ll), s.T @ w, (s * w[:, None]).T @ s
+
+        return Terms(*chunked_sum(chunk, self.batch, self.chunk_size))
+
+    def scores(self, theta_free) -> ScoreTerms:
+        """lnL, U, the OPG, the sandwich meat and the cluster score sums in one pass."""
+
+        def chunk(b, m):
+            ll, s = self._chunk_scores(theta_free, b)
+            w = self._obs_weights(b, m)
+            ws = s * w[:, None]
+            opg = ws.T @ s
+            if b.weights is not None and self.weight_kind == "sampling":
+                meat = (ws * b.weights[:, None]).T @ s
+            else:
+                meat = opg
+            if b.groups is None:
+                sg = jnp.zeros((0, s.shape[1]), s.dtype)
+            else:
+                sg = jax.ops.segment_sum(ws, b.groups, num_segments=self.n_groups)
+            return jnp.sum(w * ll), jnp.sum(ws, axis=0), opg, meat, sg
+
+        return ScoreTerms(*chunked_sum(chunk, self.batch, self.chunk_size))
+
+    def loglik_obs(self, theta_free):
+        """l_i for every row (N,), unweighted; used to say which rows are bad, not in the loop."""
+        return self._loglik_obs(self.embed(theta_free), self.batch.data)

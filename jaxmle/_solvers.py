@@ -1,0 +1,179 @@
+"""Newton-Raphson, BHHH and BFGS maximisation of lnL in one `lax.while_loop`.
+
+Each pass of the loop makes exactly one evaluation of the objective at a trial point
+theta + t d and then either accepts it (a new iterate: new direction, t = 1) or halves t (backtracking
+line search on lnL, Armijo condition). One evaluation site keeps the compiled program small, and under
+`vmap` every lane does the same work per pass, so finished or backtracking lanes cost no more than
+the others.
+
+Directions (theory.md):
+    newton  d = (-H)^-1 U
+    bhhh    d = (sum_i w_i u_i u_i')^-1 U
+    bfgs    d = B U, B the BFGS approximation of (-H)^-1, started at the (safeguarded) (-H)^-1 at init
+    fisher  d = I^-1 U (expected information; the family supplies it)
+
+Safeguard: the curvature matrix M is equilibrated, S M S with S = diag(M)^-1/2, so ill-scaled
+covariates cannot hide its eigenvalues, and eigenvalues that are not positive (H not negative definite)
+are replaced by their absolute values, floored at `_EIG_FLOOR` times the largest: a damped step that
+still ascends. Each iteration where that happened is counted in `n_damped`.
+
+Convergence: the scaled gradient U' M^-1 U (Stata's criterion, about twice the lnL still to gain)
+below `tol`. The status is decided after the loop from the final state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ._objective import Terms
+
+_ARMIJO = 1e-4
+_MAX_HALVINGS = 40
+_EIG_FLOOR = 1e-12
+# Accept a step that loses at most this many ulps of |lnL|: near the optimum the gain of a step is
+# below the rounding of a sum over N terms, and rejecting it would stall the search on noise.
+_ROUNDOFF_ULPS = 64.0
+
+
+class SolverState(NamedTuple):
+    theta: jax.Array
+    loglik: jax.Array
+    score: jax.Array
+    matrix: jax.Array  # M (newton, bhhh, fisher) or B ~ (-H)^-1 (bfgs)
+    direction: jax.Array
+    decrement: jax.Array  # U' d, the scaled gradient
+    step: jax.Array
+    n_iter: jax.Array
+    n_halvings: jax.Array
+    n_damped: jax.Array
+    started: jax.Array
+    failed_start: jax.Array
+    failed_search: jax.Array
+
+
+def equilibrated_eigh(m):
+    """Eigen-decomposition of S M S, S = |diag(M)|^-1/2 (1 where the diagonal is 0)."""
+    d = jnp.abs(jnp.diagonal(m))
+    s = jnp.where(d > 0, 1.0 / jnp.sqrt(jnp.where(d > 0, d, 1.0)), 1.0)
+    lam, vec = jnp.linalg.eigh(s[:, None] * m * s[None, :])
+    return s, lam, vec
+
+
+def safeguarded_solve(m, g):
+    """(M~^-1 g, damped) with M~ the eigenvalue-safeguarded M (module docstring)."""
+    s, lam, vec = equilibrated_eigh(m)
+    top = jnp.max(jnp.abs(lam))
+    floor = _EIG_FLOOR * top
+    damped = jnp.min(lam) <= floor
+    lam_safe = jnp.maximum(jnp.abs(lam), floor)
+    x = s * (vec @ ((vec.T @ (s * g)) / lam_safe))
+    return x, damped
+
+
+def safeguarded_inverse(m):
+    s, lam, vec = equilibrated_eigh(m)
+    top = jnp.max(jnp.abs(lam))
+    lam_safe = jnp.maximum(jnp.abs(lam), _EIG_FLOOR * top)
+    return s[:, None] * ((vec / lam_safe) @ vec.T) * s[None, :]
+
+
+def _bfgs_update(b, s, y):
+    """BFGS update of B ~ (-H)^-1 with step s and y = U_old - U_new (so s'y > 0 near a maximum)."""
+    sy = s @ y
+    ok = sy > 1e-10 * jnp.sqrt((s @ s) * (y @ y))
+    rho = jnp.where(ok, 1.0 / jnp.where(ok, sy, 1.0), 0.0)
+    by = b @ y
+    new = b + rho * ((1.0 + rho * (y @ by)) * jnp.outer(s, s) - jnp.outer(by, s) - jnp.outer(s, by))
+    return jnp.where(ok, new, b)
+
+
+def maximize(
+    evaluate: Callable[[jax.Array], Terms],
+    theta0: jax.Array,
+    *,
+    method: str,
+    max_iter: int,
+    tol: float,
+    initial_matrix: Callable[[jax.Array], jax.Array] | None = None,
+) -> SolverState:
+    """Run the loop from theta0; `evaluate` returns the method's Terms at a trial point."""
+    k = theta0.shape[0]
+    dtype = theta0.dtype
+    quasi = method == "bfgs"
+
+    def direction(matrix, g):
+        if quasi:
+            return matrix @ g, jnp.asarray(False)
+        return safeguarded_solve(matrix, g)
+
+    proto = jax.eval_shape(evaluate, theta0)
+    if quasi:
+        m_init = safeguarded_inverse(initial_matrix(theta0))
+    else:
+        m_init = jnp.zeros(proto.matrix.shape, dtype)
+    zero = jnp.zeros((), dtype)
+    state = SolverState(
+        theta=theta0,
+        loglik=jnp.asarray(-jnp.inf, dtype),
+        score=jnp.zeros(k, dtype),
+        matrix=m_init,
+        direction=jnp.zeros(k, dtype),
+        decrement=jnp.asarray(jnp.inf, dtype),
+        step=zero,
+        n_iter=jnp.asarray(0),
+        n_halvings=jnp.asarray(0),
+        n_damped=jnp.asarray(0),
+        started=jnp.asarray(False),
+        failed_start=jnp.asarray(False),
+        failed_search=jnp.asarray(False),
+    )
+
+    def cond(st):
+        running = (st.decrement > tol) & (st.n_iter < max_iter) & jnp.isfinite(st.decrement)
+        return ~st.started | (running & ~st.failed_start & ~st.failed_search)
+
+    def body(st):
+        trial = st.theta + st.step * st.direction
+        ev = evaluate(trial)
+        finite = jnp.isfinite(ev.loglik) & jnp.all(jnp.isfinite(ev.score))
+        slack = _ROUNDOFF_ULPS * jnp.finfo(dtype).eps * jnp.abs(st.loglik)
+        gain_needed = _ARMIJO * st.step * st.decrement - slack
+        accept = finite & (~st.started | (ev.loglik - st.loglik >= gain_needed))
+
+        if quasi:
+            matrix = jnp.where(
+                st.started,
+                _bfgs_update(st.matrix, trial - st.theta, st.score - ev.score),
+                st.matrix,
+            )
+        else:
+            matrix = ev.matrix
+        d, damped = direction(matrix, ev.score)
+        accepted = st._replace(
+            theta=trial,
+            loglik=ev.loglik,
+            score=ev.score,
+            matrix=matrix,
+            direction=d,
+            decrement=ev.score @ d,
+            step=jnp.ones((), dtype),
+            n_iter=st.n_iter + st.started.astype(st.n_iter.dtype),
+            n_halvings=jnp.asarray(0),
+            n_damped=st.n_damped + damped.astype(st.n_damped.dtype),
+            started=jnp.asarray(True),
+        )
+        rejected = st._replace(
+            step=0.5 * st.step,
+            n_halvings=st.n_halvings + 1,
+            started=jnp.asarray(True),
+            failed_start=~st.started,
+            failed_search=st.started & (st.n_halvings + 1 >= _MAX_HALVINGS),
+        )
+        return jax.tree.map(lambda a, r: jnp.where(accept, a, r), accepted, rejected)
+
+    return lax.while_loop(cond, body, state)
