@@ -269,6 +269,7 @@ class FitResult(eqx.Module):
             ("Covariance", f"{self.cov_type}: {COV_LABELS.get(self.cov_type, self.cov_type)}"),
             ("N", f"{float(self.n_obs):.10g}"),
             ("Parameters", f"{self.n_params}"),
+            *([("Clusters", f"{self.score_groups.shape[-2]}")] if self.score_groups.shape[-2] else []),
             ("Log-likelihood", f"{float(self.loglik):.6f}"),
             ("AIC", f"{-2 * float(self.loglik) + 2 * self.n_params:.4f}"),
             ("BIC", f"{-2 * float(self.loglik) + math.log(float(self.n_obs)) * self.n_params:.4f}"),
