@@ -189,17 +189,11 @@ class FitResult(eqx.Module):
     @_float64_scope
     def covariance(self, kind: str) -> jax.Array:
         """The covariance of another kind, from the stored matrices (no refit, no data)."""
-        from ._covariance import covariance
-
         if kind == "cluster" and self.score_groups.shape[-2] == 0:
             raise ValueError("cov='cluster' needs cluster ids: fit with groups=... first")
-        mask = np.asarray(self.free)
-        cov, _ = covariance(
-            kind,
-            *(_block(m, mask) for m in (self.information, self.opg, self.meat)),
-            self.score_groups[..., mask],
+        return _stored_covariance(
+            kind, self.free, self.information, self.opg, self.meat, self.score_groups
         )
-        return _embed_block(cov, mask)
 
     @_float64_scope
     def with_cov(self, kind: str) -> FitResult:
@@ -269,7 +263,11 @@ class FitResult(eqx.Module):
             ("Covariance", f"{self.cov_type}: {COV_LABELS.get(self.cov_type, self.cov_type)}"),
             ("N", f"{float(self.n_obs):.10g}"),
             ("Parameters", f"{self.n_params}"),
-            *([("Clusters", f"{self.score_groups.shape[-2]}")] if self.score_groups.shape[-2] else []),
+            *(
+                [("Clusters", f"{self.score_groups.shape[-2]}")]
+                if self.score_groups.shape[-2]
+                else []
+            ),
             ("Log-likelihood", f"{float(self.loglik):.6f}"),
             ("AIC", f"{-2 * float(self.loglik) + 2 * self.n_params:.4f}"),
             ("BIC", f"{-2 * float(self.loglik) + math.log(float(self.n_obs)) * self.n_params:.4f}"),
@@ -306,6 +304,17 @@ class FitResult(eqx.Module):
 
 def _fields(res: FitResult) -> dict:
     return {f: getattr(res, f) for f in res.__dataclass_fields__}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _stored_covariance(kind, free, information, opg, meat, score_groups):
+    """cov of `kind` over the free block, embedded in k x k (one compiled program per kind and k)."""
+    from ._covariance import covariance
+
+    mask = np.asarray(free)
+    blocks = (_block(m, mask) for m in (information, opg, meat))
+    cov, _ = covariance(kind, *blocks, score_groups[..., mask])
+    return _embed_block(cov, mask)
 
 
 def _block(m, mask):

@@ -111,11 +111,10 @@ def maximize(
             return matrix @ g, jnp.asarray(False)
         return safeguarded_solve(matrix, g)
 
-    proto = jax.eval_shape(evaluate, theta0)
     if quasi:
         m_init = safeguarded_inverse(initial_matrix(theta0))
-    else:
-        m_init = jnp.zeros(proto.matrix.shape, dtype)
+    else:  # placeholder until the first evaluation supplies M
+        m_init = jnp.zeros(jax.eval_shape(evaluate, theta0).matrix.shape, dtype)
     zero = jnp.zeros((), dtype)
     state = SolverState(
         theta=theta0,

@@ -19,7 +19,7 @@ import pandas as pd
 import scipy
 import statsmodels
 import statsmodels.api as sm
-from statsmodels.tools.numdiff import approx_hess, approx_fprime
+from statsmodels.tools.numdiff import approx_fprime, approx_hess
 
 OUT = os.path.join("tests", "reference")
 DATA = os.path.join(OUT, "data")
@@ -27,12 +27,14 @@ if not os.path.isdir(OUT):
     sys.exit("run from the repository root")
 os.makedirs(DATA, exist_ok=True)
 
-SOURCE = f"statsmodels {statsmodels.__version__} (numpy {np.__version__}, scipy {scipy.__version__})"
+SOURCE = (
+    f"statsmodels {statsmodels.__version__} (numpy {np.__version__}, scipy {scipy.__version__})"
+)
 
 
 def write_data(df, name):
     df = df.copy()
-    for c in df.columns:        # integer-valued float columns are written as integers
+    for c in df.columns:  # integer-valued float columns are written as integers
         v = df[c].to_numpy(float)
         if np.all(v == np.round(v)):
             df[c] = v.astype(np.int64)
@@ -104,7 +106,8 @@ def run_block(code, **ns):
 # spector: Logit and Probit, GRADE ~ 1 + GPA + TUCE + PSI
 # ---------------------------------------------------------------------------
 spector, spector_path = write_data(
-    sm.datasets.spector.load_pandas().data[["GRADE", "GPA", "TUCE", "PSI"]], "spector.csv")
+    sm.datasets.spector.load_pandas().data[["GRADE", "GPA", "TUCE", "PSI"]], "spector.csv"
+)
 
 CODE_BIN = """
 y = spector["GRADE"]
@@ -121,13 +124,19 @@ loglik = res.llf
 """
 
 for name, Model, desc in [
-    ("logit", sm.Logit,
-     "Bernoulli logit: P(GRADE=1) = 1/(1+exp(-eta)), eta = b0 + b_GPA*GPA + b_TUCE*TUCE + b_PSI*PSI; "
-     "loglik = sum(GRADE*eta - log(1+exp(eta)))."),
-    ("probit", sm.Probit,
-     "Bernoulli probit: P(GRADE=1) = Phi(eta), eta = b0 + b_GPA*GPA + b_TUCE*TUCE + b_PSI*PSI; "
-     "loglik = sum(GRADE*log Phi(eta) + (1-GRADE)*log(1-Phi(eta))). hessian = inverse OBSERVED information "
-     "(statsmodels Probit analytic Hessian)."),
+    (
+        "logit",
+        sm.Logit,
+        "Bernoulli logit: P(GRADE=1) = 1/(1+exp(-eta)), eta = b0 + b_GPA*GPA + b_TUCE*TUCE + b_PSI*PSI; "
+        "loglik = sum(GRADE*eta - log(1+exp(eta))).",
+    ),
+    (
+        "probit",
+        sm.Probit,
+        "Bernoulli probit: P(GRADE=1) = Phi(eta), eta = b0 + b_GPA*GPA + b_TUCE*TUCE + b_PSI*PSI; "
+        "loglik = sum(GRADE*log Phi(eta) + (1-GRADE)*log(1-Phi(eta))). hessian = inverse OBSERVED information "
+        "(statsmodels Probit analytic Hessian).",
+    ),
 ]:
     print(f"== spector {name}")
     code = f"Model = sm.{Model.__name__}\n" + CODE_BIN
@@ -137,18 +146,37 @@ for name, Model, desc in [
     checks = [
         newton_rel(model, params),
         check("HC0 params == nonrobust params", ns["res_hc0"].params, params, 1e-14),
-        check("hessian vs numerical Hessian", model.hessian(params), approx_hess(params, model.loglike), 1e-6),
-        check("score_obs vs numerical", S, approx_fprime(params, model.loglikeobs, centered=True), 1e-6),
+        check(
+            "hessian vs numerical Hessian",
+            model.hessian(params),
+            approx_hess(params, model.loglike),
+            1e-6,
+        ),
+        check(
+            "score_obs vs numerical",
+            S,
+            approx_fprime(params, model.loglikeobs, centered=True),
+            1e-6,
+        ),
         check("HC0 vs manual A^-1 B A^-1", ns["cov_hc0"], Hinv @ S.T @ S @ Hinv, 1e-12),
     ]
-    write_fixture(f"sm_{name}_spector.json", dict(
-        source=SOURCE + f"; {Model.__name__}; data statsmodels.datasets.spector",
-        dataset=spector_path, response="GRADE", n_obs=ns["res"].nobs, model=name,
-        description=desc,
-        param_names=list(ns["res"].params.index), params=params, loglik=ns["loglik"],
-        cov=dict(hessian=ns["cov_hessian"], sandwich=ns["cov_hc0"], opg=ns["cov_opg"]),
-        cluster_var=None,
-        commands=code + "\n# checks:\n# " + "\n# ".join(checks)))
+    write_fixture(
+        f"sm_{name}_spector.json",
+        dict(
+            source=SOURCE + f"; {Model.__name__}; data statsmodels.datasets.spector",
+            dataset=spector_path,
+            response="GRADE",
+            n_obs=ns["res"].nobs,
+            model=name,
+            description=desc,
+            param_names=list(ns["res"].params.index),
+            params=params,
+            loglik=ns["loglik"],
+            cov=dict(hessian=ns["cov_hessian"], sandwich=ns["cov_hc0"], opg=ns["cov_opg"]),
+            cluster_var=None,
+            commands=code + "\n# checks:\n# " + "\n# ".join(checks),
+        ),
+    )
 
 # ---------------------------------------------------------------------------
 # randhie: Poisson and NB2, mdvis ~ 1 + lncoins + idp + lpi + fmde + physlm
@@ -156,8 +184,10 @@ for name, Model, desc in [
 # ---------------------------------------------------------------------------
 RH_COLS = ["mdvis", "lncoins", "idp", "lpi", "fmde", "physlm", "disea", "hlthg", "hlthf", "hlthp"]
 randhie, randhie_path = write_data(sm.datasets.randhie.load_pandas().data[RH_COLS], "randhie.csv")
-RH_X = ("b0 + b_lncoins*lncoins + b_idp*idp + b_lpi*lpi + b_fmde*fmde + b_physlm*physlm + "
-        "b_disea*disea + b_hlthg*hlthg + b_hlthf*hlthf + b_hlthp*hlthp")
+RH_X = (
+    "b0 + b_lncoins*lncoins + b_idp*idp + b_lpi*lpi + b_fmde*fmde + b_physlm*physlm + "
+    "b_disea*disea + b_hlthg*hlthg + b_hlthf*hlthf + b_hlthp*hlthp"
+)
 
 print("== randhie poisson")
 CODE_POIS = """
@@ -178,20 +208,39 @@ model, params, S = ns["model"], ns["params"], ns["S"]
 Hinv = np.linalg.inv(-model.hessian(params))
 checks = [
     newton_rel(model, params),
-    check("hessian vs numerical Hessian", model.hessian(params), approx_hess(params, model.loglike), 1e-6),
+    check(
+        "hessian vs numerical Hessian",
+        model.hessian(params),
+        approx_hess(params, model.loglike),
+        1e-6,
+    ),
     check("HC0 vs manual A^-1 B A^-1", ns["cov_hc0"], Hinv @ S.T @ S @ Hinv, 1e-12),
-    check("params vs GLM Poisson", params,
-          sm.GLM(model.endog, model.exog, family=sm.families.Poisson()).fit(tol=1e-14).params, 1e-8),
+    check(
+        "params vs GLM Poisson",
+        params,
+        sm.GLM(model.endog, model.exog, family=sm.families.Poisson()).fit(tol=1e-14).params,
+        1e-8,
+    ),
 ]
-write_fixture("sm_poisson_randhie.json", dict(
-    source=SOURCE + "; Poisson; data statsmodels.datasets.randhie",
-    dataset=randhie_path, response="mdvis", n_obs=ns["res"].nobs, model="poisson",
-    description="Poisson log link: mdvis ~ Poisson(mu), log mu = " + RH_X +
-                "; loglik = sum(mdvis*log mu - mu - lgamma(mdvis+1)).",
-    param_names=list(ns["res"].params.index), params=params, loglik=ns["loglik"],
-    cov=dict(hessian=ns["cov_hessian"], sandwich=ns["cov_hc0"], opg=ns["cov_opg"]),
-    cluster_var=None,
-    commands=CODE_POIS + "\n# checks:\n# " + "\n# ".join(checks)))
+write_fixture(
+    "sm_poisson_randhie.json",
+    dict(
+        source=SOURCE + "; Poisson; data statsmodels.datasets.randhie",
+        dataset=randhie_path,
+        response="mdvis",
+        n_obs=ns["res"].nobs,
+        model="poisson",
+        description="Poisson log link: mdvis ~ Poisson(mu), log mu = "
+        + RH_X
+        + "; loglik = sum(mdvis*log mu - mu - lgamma(mdvis+1)).",
+        param_names=list(ns["res"].params.index),
+        params=params,
+        loglik=ns["loglik"],
+        cov=dict(hessian=ns["cov_hessian"], sandwich=ns["cov_hc0"], opg=ns["cov_opg"]),
+        cluster_var=None,
+        commands=CODE_POIS + "\n# checks:\n# " + "\n# ".join(checks),
+    ),
+)
 
 print("== randhie NB2")
 CODE_NB = """
@@ -214,28 +263,51 @@ ns = run_block(CODE_NB, randhie=randhie)
 model, params, S = ns["model"], ns["params"], ns["S"]
 Hinv = np.linalg.inv(-model.hessian(params))
 from scipy.stats import nbinom
+
 mu = np.exp(model.exog @ params[:-1])
 alpha = params[-1]
 checks = [
     newton_rel(model, params),
     check("HC0-fit params == params", ns["res_hc0"].params, params, 1e-11),
-    check("hessian vs numerical Hessian", model.hessian(params), approx_hess(params, model.loglike), 1e-6),
-    check("score_obs vs numerical", S, approx_fprime(params, model.loglikeobs, centered=True), 1e-6),
+    check(
+        "hessian vs numerical Hessian",
+        model.hessian(params),
+        approx_hess(params, model.loglike),
+        1e-6,
+    ),
+    check(
+        "score_obs vs numerical", S, approx_fprime(params, model.loglikeobs, centered=True), 1e-6
+    ),
     check("HC0 vs manual A^-1 B A^-1", ns["cov_hc0"], Hinv @ S.T @ S @ Hinv, 1e-10),
-    check("loglik vs scipy nbinom(n=1/alpha, p=1/(1+alpha*mu))", ns["loglik"],
-          nbinom.logpmf(model.endog, 1 / alpha, 1 / (1 + alpha * mu)).sum(), 1e-12),
+    check(
+        "loglik vs scipy nbinom(n=1/alpha, p=1/(1+alpha*mu))",
+        ns["loglik"],
+        nbinom.logpmf(model.endog, 1 / alpha, 1 / (1 + alpha * mu)).sum(),
+        1e-12,
+    ),
 ]
-write_fixture("sm_negbin2_randhie.json", dict(
-    source=SOURCE + "; NegativeBinomial(loglike_method='nb2'); data statsmodels.datasets.randhie",
-    dataset=randhie_path, response="mdvis", n_obs=ns["res"].nobs, model="negbin2",
-    description="NB2: mdvis ~ NegBin(mean mu, Var = mu + alpha*mu^2), log mu = " + RH_X +
-                "; last parameter is alpha ITSELF (not log alpha), theta = 1/alpha; "
-                "loglik = sum(lgamma(y+1/alpha) - lgamma(1/alpha) - lgamma(y+1) + "
-                "(1/alpha)*log(1/(1+alpha*mu)) + y*log(alpha*mu/(1+alpha*mu))). "
-                "Covariances are w.r.t. (beta, alpha).",
-    param_names=list(ns["res"].params.index), params=params, loglik=ns["loglik"],
-    cov=dict(hessian=ns["cov_hessian"], sandwich=ns["cov_hc0"], opg=ns["cov_opg"]),
-    cluster_var=None,
-    commands=CODE_NB + "\n# checks:\n# " + "\n# ".join(checks)))
+write_fixture(
+    "sm_negbin2_randhie.json",
+    dict(
+        source=SOURCE
+        + "; NegativeBinomial(loglike_method='nb2'); data statsmodels.datasets.randhie",
+        dataset=randhie_path,
+        response="mdvis",
+        n_obs=ns["res"].nobs,
+        model="negbin2",
+        description="NB2: mdvis ~ NegBin(mean mu, Var = mu + alpha*mu^2), log mu = "
+        + RH_X
+        + "; last parameter is alpha ITSELF (not log alpha), theta = 1/alpha; "
+        "loglik = sum(lgamma(y+1/alpha) - lgamma(1/alpha) - lgamma(y+1) + "
+        "(1/alpha)*log(1/(1+alpha*mu)) + y*log(alpha*mu/(1+alpha*mu))). "
+        "Covariances are w.r.t. (beta, alpha).",
+        param_names=list(ns["res"].params.index),
+        params=params,
+        loglik=ns["loglik"],
+        cov=dict(hessian=ns["cov_hessian"], sandwich=ns["cov_hc0"], opg=ns["cov_opg"]),
+        cluster_var=None,
+        commands=CODE_NB + "\n# checks:\n# " + "\n# ".join(checks),
+    ),
+)
 
 print("done")
