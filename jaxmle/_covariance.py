@@ -3,6 +3,7 @@
 All evaluated at theta_hat, in `ravel_pytree(init)` order, with no N/(N-k) factor:
 
     hessian   A^-1                                 R `vcov(glm)` (canonical link), Stata `ml` default (OIM)
+    expected  I^-1, I = sum_i w_i J_i' F(eta_i) J_i  R `vcov(glm)` (any link, dispersion 1), Stata `glm`
     opg       (sum_i w_i u_i u_i')^-1              Stata `vce(opg)`, R `maxLik(method = "BHHH")`
     sandwich  A^-1 B A^-1,  B = sum_i c_i u_i u_i'  HC0: R `sandwich::sandwich(m)`, Stata `vce(robust)`
                                                    without its N/(N-1) factor
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 from ._results import Status
 from ._solvers import equilibrated_eigh
 
-KINDS = ("hessian", "opg", "sandwich", "cluster")
+KINDS = ("hessian", "expected", "opg", "sandwich", "cluster")
 # Equilibrated condition numbers beyond 1/RCOND leave fewer than ~4 correct digits in float64 SEs.
 RCOND = 1e-12
 
@@ -44,8 +45,16 @@ def psd_inverse(a):
     return jnp.where(ok, inv, jnp.nan), status
 
 
-def covariance(kind: str, information, opg, meat, score_groups):
+def covariance(kind: str, information, opg, meat, score_groups, expected=None):
     """(cov, status) of one kind from the stored matrices; see the module docstring."""
+    if kind == "expected":
+        if expected is None:
+            raise ValueError(
+                "cov='expected' needs the model's expected information: pass "
+                "expected=(predict, fisher) to fit (or fit a family model)"
+            )
+        cov, status = psd_inverse(expected)
+        return 0.5 * (cov + cov.T), status
     if kind == "opg":
         cov, status = psd_inverse(opg)
         # an outer product cannot be indefinite: a negative eigenvalue here is rounding of a zero one

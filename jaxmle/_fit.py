@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -25,7 +26,7 @@ from ._results import MESSAGES, FitResult, Status, parameter_names
 from ._solvers import maximize
 
 PyTree = Any
-METHODS = ("newton", "bhhh", "bfgs")
+METHODS = ("newton", "fisher", "bhhh", "bfgs")
 WEIGHT_KINDS = ("frequency", "sampling")
 # A final Newton step longer than this fraction of |theta| means the iterates are still travelling:
 # at a maximum that exists the step is ~sqrt(tol) standard errors, far below it.
@@ -59,6 +60,7 @@ def fit(
     weights=None,
     weight_kind: str = "frequency",
     fixed: dict | None = None,
+    expected: tuple[Callable, Callable] | None = None,
     max_iter: int = 100,
     tol: float | None = None,
     chunk_size: int | None = None,
@@ -73,15 +75,20 @@ def fit(
       init: start values, any pytree of floats. Matrices are ordered as `ravel_pytree(init)`; the
         names in the table come from the pytree paths (`b0`, `b[0]`, ...).
       data: any pytree of arrays sharing the leading axis N (numpy, jax or pandas columns).
-      method: "newton" (safeguarded Newton-Raphson, default), "bhhh", or "bfgs".
-      cov: "hessian" | "opg" | "sandwich" | "cluster" (see `_covariance`); every kind can be
-        recomputed later from the result, `res.with_cov(kind)`.
+      method: "newton" (safeguarded Newton-Raphson, default), "fisher" (scoring with the expected
+        information; needs `expected`), "bhhh", or "bfgs".
+      cov: "hessian" | "expected" | "opg" | "sandwich" | "cluster" (see `_covariance`); every kind
+        can be recomputed later from the result, `res.with_cov(kind)`.
       groups: (N,) cluster ids, any integer or string labels; factorised to 0..G-1 on the host.
         Under `jit`/`vmap` pass integer codes 0..G-1 and the static `n_groups=G`.
       weights: (N,) non-negative observation weights w_i. `weight_kind="frequency"` (Stata fweights:
         meat = sum w u u', N = sum w) or "sampling" (pweights: meat = sum w^2 u u', N = rows).
       fixed: {top-level key of init: value}; those parameters are held at the value (a restricted fit,
         shown as fixed in the table; `score` and `information` still cover the full vector).
+      expected: `(predict, fisher)` for models that map theta to the parameters eta_i of a known
+        distribution: predict(theta, obs) -> eta_i (scalar or (m,)), fisher(eta_i, obs) -> its
+        Fisher information (scalar or m x m). Gives I(theta) = sum_i w_i J_i' F(eta_i) J_i for
+        `method="fisher"` and `cov="expected"`; the families module builds it for you.
       max_iter: cap on accepted iterations.
       tol: convergence when the scaled gradient U'M^-1 U (~2 x the lnL still to gain) < tol;
         default 1e-12 in float64 (estimates within ~1e-6 standard errors of the maximum; Newton usually
@@ -98,6 +105,11 @@ def fit(
         raise ValueError(f"unknown cov {cov!r}; choose one of {KINDS}")
     if weight_kind not in WEIGHT_KINDS:
         raise ValueError(f"unknown weight_kind {weight_kind!r}; choose one of {WEIGHT_KINDS}")
+    if (method == "fisher" or cov == "expected") and expected is None:
+        raise ValueError(
+            f"method={method!r}, cov={cov!r} need the expected information: pass "
+            "expected=(predict, fisher), or fit a family model"
+        )
     if cov == "cluster" and groups is None:
         raise ValueError("cov='cluster' needs cluster ids: pass groups=<(N,) labels>")
     if not (isinstance(max_iter, int) and max_iter >= 0):
@@ -110,44 +122,13 @@ def fit(
     traced = any(
         isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((init, data, weights, groups))
     )
-    if traced:
+    # 64-bit scope on the host; under an outer jit/vmap the dtype follows the traced inputs
+    scope = jax.enable_x64(True) if (dtype == jnp.float64 and not traced) else nullcontext()
+    with scope:
         return _fit(
-            logpdf,
-            init,
-            data,
-            groups,
-            n_groups,
-            weights,
-            weight_kind,
-            fixed,
-            method,
-            cov,
-            max_iter,
-            float(tol),
-            chunk_size,
-            dtype,
-            throw,
-            traced,
-        )
-    with jax.enable_x64(dtype == jnp.float64):
-        return _fit(
-            logpdf,
-            init,
-            data,
-            groups,
-            n_groups,
-            weights,
-            weight_kind,
-            fixed,
-            method,
-            cov,
-            max_iter,
-            float(tol),
-            chunk_size,
-            dtype,
-            throw,
-            traced,
-        )
+            logpdf, init, data, groups, n_groups, weights, weight_kind, fixed, expected, method,
+            cov, max_iter, float(tol), chunk_size, dtype, throw, traced,
+        )  # fmt: skip
 
 
 def _fit(
@@ -159,6 +140,7 @@ def _fit(
     weights,
     weight_kind,
     fixed,
+    expected,
     method,
     cov,
     max_iter,
@@ -197,6 +179,7 @@ def _fit(
         chunk_size=chunk_size,
         n_groups=n_groups,
         weight_kind=weight_kind,
+        expected=expected,
     )
     if not traced and int(res.status) == Status.NONFINITE_START:
         _raise_bad_start(logpdf, spec, theta0, data)
@@ -222,6 +205,7 @@ def _fit(
         "chunk_size",
         "n_groups",
         "weight_kind",
+        "expected",
     ),
 )
 def _fit_compiled(
@@ -241,6 +225,7 @@ def _fit_compiled(
     chunk_size,
     n_groups,
     weight_kind,
+    expected,
 ) -> FitResult:
     free_idx = np.flatnonzero(free)
     all_free = len(free_idx) == len(free)
@@ -249,8 +234,13 @@ def _fit_compiled(
         return theta_free if all_free else theta0.at[free_idx].set(theta_free)
 
     batch = Batch(data, weights, groups)
-    obj = Objective(logpdf, spec.unravel, embed, batch, chunk_size, n_groups, weight_kind)
-    evaluate = {"newton": obj.newton, "bhhh": obj.bhhh, "bfgs": obj.loglik_grad}[method]
+    obj = Objective(logpdf, spec.unravel, embed, batch, chunk_size, n_groups, weight_kind, expected)
+    evaluate = {
+        "newton": obj.newton,
+        "fisher": obj.fisher,
+        "bhhh": obj.bhhh,
+        "bfgs": obj.loglik_grad,
+    }[method]
     st = maximize(
         evaluate,
         theta0[free_idx],
@@ -265,6 +255,12 @@ def _fit_compiled(
     sc = full.scores(theta_hat)
     info = st.matrix if method == "newton" and all_free else full.newton(theta_hat).matrix
     info_free = info[free_idx][:, free_idx]
+    if expected is None:
+        expected_info = jnp.full_like(info, jnp.nan)
+    elif method == "fisher" and all_free:
+        expected_info = st.matrix
+    else:
+        expected_info = full.fisher(theta_hat).matrix
 
     blocks = (
         info_free,
@@ -272,7 +268,9 @@ def _fit_compiled(
         sc.meat[free_idx][:, free_idx],
         sc.score_groups[:, free_idx],
     )
-    cov_free, cov_status = covariance(cov, *blocks)
+    cov_free, cov_status = covariance(
+        cov, *blocks, expected=None if expected is None else expected_info[free_idx][:, free_idx]
+    )
     _, info_status = psd_inverse(info_free)
     separated = _separation(obj, st, info_free)
 
@@ -313,6 +311,7 @@ def _fit_compiled(
         loglik=st.loglik,
         score=sc.score,
         information=info,
+        expected_information=expected_info,
         opg=sc.opg,
         meat=sc.meat,
         score_groups=sc.score_groups,

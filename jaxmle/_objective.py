@@ -61,6 +61,7 @@ class Objective(NamedTuple):
     chunk_size: int
     n_groups: int
     weight_kind: str
+    expected: tuple[Callable, Callable] | None = None
 
     def _obs_weights(self, b: Batch, mask):
         return mask if b.weights is None else mask * b.weights
@@ -99,6 +100,33 @@ class Objective(NamedTuple):
 
             h, (ll, g) = jax.jacfwd(grad_aux, has_aux=True)(theta_free)
             return ll, g, -h
+
+        ll, g, info = chunked_sum(chunk, self.batch, self.chunk_size)
+        return Terms(ll, g, 0.5 * (info + info.T))
+
+    def fisher(self, theta_free) -> Terms:
+        """(lnL, U, I) with the expected information I = sum_i w_i J_i' F(eta_i) J_i (theory.md).
+
+        `expected = (predict, fisher)`: predict(theta, obs) -> eta_i, the distribution's parameters
+        (scalar or (m,)); fisher(eta_i, obs) -> F(eta_i), their Fisher information (scalar or m x m).
+        J_i = d eta_i / d theta' by forward mode; the sum over i and the m components is one
+        contraction, so XLA sees a GEMM.
+        """
+        predict, fisher = self.expected
+
+        def chunk(b, m):
+            ll, g = jax.value_and_grad(self._chunk_loglik)(theta_free, b, m)
+
+            def eta_of(t, obs):
+                return jnp.atleast_1d(predict(self.unravel(self.embed(t)), obs))
+
+            eta = jax.vmap(eta_of, in_axes=(None, 0))(theta_free, b.data)  # (c, m)
+            jac = jax.vmap(jax.jacfwd(eta_of), in_axes=(None, 0))(theta_free, b.data)  # (c, m, k)
+            f = jax.vmap(fisher)(eta if eta.shape[1] > 1 else eta[:, 0], b.data)
+            f = f.reshape(eta.shape[0], eta.shape[1], eta.shape[1])
+            wj = jac * self._obs_weights(b, m)[:, None, None]
+            info = jnp.einsum("cmk,cmn,cnl->kl", wj, f, jac)
+            return ll, g, info
 
         ll, g, info = chunked_sum(chunk, self.batch, self.chunk_size)
         return Terms(ll, g, 0.5 * (info + info.T))

@@ -62,6 +62,7 @@ MESSAGES = {
 
 COV_LABELS = {
     "hessian": "observed information (OIM)",
+    "expected": "expected information (EIM)",
     "opg": "outer product of gradients (OPG)",
     "sandwich": "robust sandwich (HC0)",
     "cluster": "cluster-robust sandwich, G/(G-1)",
@@ -115,7 +116,8 @@ def _float64_scope(fn):
 class FitResult(eqx.Module):
     """One ML fit. Matrices are k x k in `ravel_pytree(init)` order (names in `names`).
 
-    `information` is -H at theta_hat, `opg` is sum_i w_i u_i u_i', `meat` the sandwich meat and
+    `information` is -H at theta_hat, `expected_information` the model's I(theta_hat) (NaN unless
+    fitted with `expected=`), `opg` is sum_i w_i u_i u_i', `meat` the sandwich meat and
     `score_groups` the per-cluster score sums (G x k; 0 x k without groups): enough to compute every
     covariance kind later with `res.covariance(kind)` / `res.with_cov(kind)`, without the data.
     Fixed parameters (`fit(..., fixed=...)`) have zero rows and columns in `cov`, and `score` and
@@ -128,6 +130,7 @@ class FitResult(eqx.Module):
     loglik: jax.Array
     score: jax.Array
     information: jax.Array
+    expected_information: jax.Array
     opg: jax.Array
     meat: jax.Array
     score_groups: jax.Array
@@ -191,8 +194,17 @@ class FitResult(eqx.Module):
         """The covariance of another kind, from the stored matrices (no refit, no data)."""
         if kind == "cluster" and self.score_groups.shape[-2] == 0:
             raise ValueError("cov='cluster' needs cluster ids: fit with groups=... first")
+        traced = isinstance(self.expected_information, jax.core.Tracer)
+        if kind == "expected" and not traced and not np.isfinite(self.expected_information).all():
+            raise ValueError("cov='expected' needs a fit with expected=(predict, fisher)")
         return _stored_covariance(
-            kind, self.free, self.information, self.opg, self.meat, self.score_groups
+            kind,
+            self.free,
+            self.information,
+            self.opg,
+            self.meat,
+            self.score_groups,
+            self.expected_information,
         )
 
     @_float64_scope
@@ -307,13 +319,13 @@ def _fields(res: FitResult) -> dict:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _stored_covariance(kind, free, information, opg, meat, score_groups):
+def _stored_covariance(kind, free, information, opg, meat, score_groups, expected):
     """cov of `kind` over the free block, embedded in k x k (one compiled program per kind and k)."""
     from ._covariance import covariance
 
     mask = np.asarray(free)
     blocks = (_block(m, mask) for m in (information, opg, meat))
-    cov, _ = covariance(kind, *blocks, score_groups[..., mask])
+    cov, _ = covariance(kind, *blocks, score_groups[..., mask], _block(expected, mask))
     return _embed_block(cov, mask)
 
 
