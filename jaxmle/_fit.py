@@ -22,7 +22,7 @@ import numpy as np
 from ._accumulate import auto_chunk_size
 from ._covariance import KINDS, covariance, psd_inverse
 from ._objective import Batch, Objective
-from ._results import MESSAGES, FitResult, Status, parameter_names
+from ._results import MESSAGES, FitResult, Status, _fields, parameter_names
 from ._solvers import maximize
 
 PyTree = Any
@@ -163,24 +163,14 @@ def _fit(
     elif not (isinstance(chunk_size, int) and chunk_size > 0):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
 
-    res = _fit_compiled(
-        theta0,
-        data,
-        weights,
-        groups,
-        logpdf=logpdf,
-        spec=spec,
-        names=parameter_names(init),
-        free=free,
-        method=method,
-        cov=cov,
-        max_iter=max_iter,
-        tol=tol,
-        chunk_size=chunk_size,
-        n_groups=n_groups,
-        weight_kind=weight_kind,
-        expected=expected,
-    )
+    context = FitContext(
+        logpdf=logpdf, spec=spec, names=parameter_names(init), data=data, weights=weights,
+        groups=groups, n_groups=n_groups, weight_kind=weight_kind, expected=expected,
+        method=method, cov=cov, max_iter=max_iter, tol=tol, chunk_size=chunk_size, dtype=dtype,
+    )  # fmt: skip
+    res = _run(context, theta0, free)
+    if not traced:  # a host fit remembers how it was made, for profiles and refits
+        res = type(res)(**{**_fields(res), "context": context})
     if not traced and int(res.status) == Status.NONFINITE_START:
         _raise_bad_start(logpdf, spec, theta0, data)
     if throw:
@@ -189,6 +179,50 @@ def _fit(
         if not bool(res.converged):
             raise RuntimeError(f"jaxmle.fit: {res.message}")
     return res
+
+
+class FitContext:
+    """How a host-side fit was made (model, data, options), kept as a static field of its result.
+
+    Compared and hashed by identity, so a result stays a cheap pytree; `refit` re-runs the same
+    compiled program with other start values or other parameters held fixed (profile likelihood,
+    score tests), which is why it holds the validated, device-resident data.
+    """
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+    def replace(self, **fields) -> FitContext:
+        return FitContext(**{**self.__dict__, **fields})
+
+
+def _run(context: FitContext, theta0, free) -> FitResult:
+    c = context
+    return _fit_compiled(
+        theta0, c.data, c.weights, c.groups, logpdf=c.logpdf, spec=c.spec, names=c.names,
+        free=free, method=c.method, cov=c.cov, max_iter=c.max_iter, tol=c.tol,
+        chunk_size=c.chunk_size, n_groups=c.n_groups, weight_kind=c.weight_kind,
+        expected=c.expected,
+    )  # fmt: skip
+
+
+def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
+    """Fit the same model and data again: other start values `theta0` (flat, ravel order), other
+    parameters held (`free`, a tuple of bools over the flat vector; held ones stay at theta0), or
+    other `options` (method, cov, max_iter, tol). One compiled program per (free, options): a
+    profile over many values of one parameter compiles once.
+    """
+    if res.context is None:
+        raise ValueError(
+            "this result was made under jit/vmap and does not carry its data; "
+            "refit from a host-side fit"
+        )
+    context = res.context.replace(**options) if options else res.context
+    theta0 = res.coef if theta0 is None else theta0
+    free = res.free if free is None else tuple(bool(f) for f in free)
+    with jax.enable_x64(context.dtype == jnp.float64):
+        out = _run(context, jnp.asarray(theta0, context.dtype), free)
+    return type(out)(**{**_fields(out), "context": context})
 
 
 @partial(

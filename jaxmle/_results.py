@@ -87,6 +87,7 @@ def parameter_names(tree: PyTree) -> tuple[str, ...]:
         for key in path:
             part = _key_str(key)
             base += part if (part.startswith("[") or not base) else "." + part
+        base = base or "theta"  # a bare array as init
         shape = np.shape(leaf)
         if shape == ():
             names.append(base)
@@ -143,6 +144,7 @@ class FitResult(eqx.Module):
     free: tuple[bool, ...] = eqx.field(static=True)
     method: str = eqx.field(static=True)
     cov_type: str = eqx.field(static=True)
+    context: Any = eqx.field(static=True, default=None)  # `_fit.FitContext` of a host-side fit
 
     # ---- derived numbers (pure jnp: they work on batched results too) ----
     @property
