@@ -171,6 +171,10 @@ def _fit(
     res = _run(context, theta0, free)
     if not traced:  # a host fit remembers how it was made, for profiles and refits
         res = type(res)(**{**_fields(res), "context": context})
+    if not traced and int(res.status) in (Status.NONFINITE_START, Status.NONFINITE):
+        # NaN/inf in the data shows up as a non-finite lnL or score; checking afterwards, only
+        # when it matters, spares every healthy fit a pass over the data and a host round-trip
+        _raise_nonfinite_data(data)
     if not traced and int(res.status) == Status.NONFINITE_START:
         _raise_bad_start(logpdf, spec, theta0, data)
     if throw:
@@ -454,16 +458,19 @@ def _prepare_data(data, dtype, traced):
     if len(set(lengths.values())) > 1:
         detail = ", ".join(f"{k}: {v}" for k, v in lengths.items())
         raise ValueError(f"data leaves must share the leading axis N; got {detail}")
-    if not traced:
-        for (path, _), x in zip(flat, out, strict=True):
-            if jnp.issubdtype(x.dtype, jnp.floating) and not bool(_all_finite(x)):
-                bad = ~np.isfinite(np.asarray(x).reshape(x.shape[0], -1)).all(axis=1)
-                rows = np.flatnonzero(bad)
-                raise ValueError(
-                    f"{_leaf_name(path)} has NaN or inf in {rows.size} row(s), first at row "
-                    f"{rows[0]}; drop or impute those rows before fitting"
-                )
     return jax.tree.unflatten(treedef, out), next(iter(lengths.values()))
+
+
+def _raise_nonfinite_data(data):
+    """Raise naming the first data leaf with NaN/inf, its row count and first row; else return."""
+    for path, x in jax.tree_util.tree_flatten_with_path(data)[0]:
+        if jnp.issubdtype(x.dtype, jnp.floating) and not bool(_all_finite(x)):
+            bad = ~np.isfinite(np.asarray(x).reshape(x.shape[0], -1)).all(axis=1)
+            rows = np.flatnonzero(bad)
+            raise ValueError(
+                f"{_leaf_name(path)} has NaN or inf in {rows.size} row(s), first at row "
+                f"{rows[0]}; drop or impute those rows before fitting"
+            )
 
 
 @jax.jit

@@ -299,3 +299,67 @@ print(res.summary())
     )
     assert out.returncode == 0, out.stderr
     assert "converged" in out.stdout
+
+
+# ---------------------------------------------------------------- bad input: clear errors
+
+
+@pytest.fixture
+def small(rng):
+    return simulate_logit(rng, 50, 2)
+
+
+INIT2 = {"b0": 0.0, "b": jnp.zeros(2)}
+
+
+def test_nan_in_data_names_the_leaf_and_row(small):
+    small["x"][7, 1] = np.nan
+    small["x"][9, 0] = np.inf
+    with pytest.raises(
+        ValueError, match=r"data\['x'\] has NaN or inf in 2 row\(s\), first at row 7"
+    ):
+        jm.fit(logit, INIT2, small)
+
+
+def test_leaves_of_different_length(small):
+    small["y"] = small["y"][:-1]
+    with pytest.raises(ValueError, match=r"share the leading axis N.*\['x'\]: 50.*\['y'\]: 49"):
+        jm.fit(logit, INIT2, small)
+
+
+def test_logpdf_must_return_a_scalar(small):
+    def vector_logpdf(theta, obs):
+        return logit(theta, obs) * jnp.ones(3)
+
+    with pytest.raises(ValueError, match=r"must return a scalar.*shape \(3,\)"):
+        jm.fit(vector_logpdf, INIT2, small)
+
+
+def test_minus_infinity_at_the_start_names_rows():
+    def below(theta, obs):  # density zero where y >= c
+        return jnp.log(jnp.maximum(theta["c"] - obs["y"], 0.0))
+
+    data = {"y": np.array([0.5, 1.5, 0.2, 2.5])}
+    with pytest.raises(
+        ValueError, match=r"is -inf at the start values for 2 observation\(s\): rows 1, 3"
+    ):
+        jm.fit(below, {"c": 1.0}, data)
+
+
+def test_option_errors(small):
+    with pytest.raises(ValueError, match="unknown method 'nr'"):
+        jm.fit(logit, INIT2, small, method="nr")
+    with pytest.raises(ValueError, match="unknown cov 'robust'"):
+        jm.fit(logit, INIT2, small, cov="robust")
+    with pytest.raises(ValueError, match="cov='cluster' needs cluster ids"):
+        jm.fit(logit, INIT2, small, cov="cluster")
+    with pytest.raises(ValueError, match=r"groups must have shape \(N,\) = \(50,\)"):
+        jm.fit(logit, INIT2, small, groups=np.arange(49))
+    with pytest.raises(
+        ValueError, match="weights must be finite and >= 0; 1 are not, first at row 3"
+    ):
+        jm.fit(logit, INIT2, small, weights=np.r_[np.ones(3), -1.0, np.ones(46)])
+    with pytest.raises(KeyError, match="fixed names"):
+        jm.fit(logit, INIT2, small, fixed={"g": 1.0})
+    with pytest.raises(ValueError, match="expected information"):
+        jm.fit(logit, INIT2, small, method="fisher")
