@@ -22,7 +22,7 @@ import numpy as np
 from ._accumulate import auto_chunk_size
 from ._covariance import KINDS, covariance, psd_inverse
 from ._objective import Batch, Objective
-from ._results import MESSAGES, FitResult, Status, _fields, parameter_names
+from ._results import MESSAGES, FitResult, Status, _embed_block, _fields, parameter_names
 from ._solvers import maximize
 
 PyTree = Any
@@ -334,10 +334,7 @@ def _fit_compiled(
         Status.SUCCESSFUL,
     ).astype(jnp.int32)
 
-    k = len(free)
-    cov_full = (
-        jnp.zeros((k, k), cov_free.dtype).at[free_idx[:, None], free_idx[None, :]].set(cov_free)
-    )
+    cov_full = _embed_block(cov_free, free)
     se = jnp.sqrt(jnp.diagonal(cov_full))
     n_obs = (
         jnp.sum(weights) if (weights is not None and weight_kind == "frequency") else n_rows(data)
