@@ -41,7 +41,7 @@ def auto_chunk_size(data: PyTree, k: int) -> int:
 
 
 def chunked_sum(
-    fn: Callable[[PyTree, jax.Array], PyTree], batch: PyTree, chunk_size: int
+    fn: Callable[[PyTree, jax.Array], PyTree], batch: PyTree, chunk_size: int, dtype
 ) -> PyTree:
     """sum over chunks c of fn(batch[c], mask_c), where fn returns a pytree of mask-weighted sums.
 
@@ -52,14 +52,14 @@ def chunked_sum(
     """
     n = leading_length(batch)
     if chunk_size >= n:
-        return fn(batch, jnp.ones(n))
+        return fn(batch, jnp.ones(n, dtype))
     n_chunks = -(-n // chunk_size)
     rows = jnp.arange(chunk_size)
 
     def term(i):
         start = jnp.minimum(i * chunk_size, n - chunk_size)
         chunk = jax.tree.map(lambda x: lax.dynamic_slice_in_dim(x, start, chunk_size), batch)
-        mask = (start + rows >= i * chunk_size).astype(jnp.result_type(float))
+        mask = (start + rows >= i * chunk_size).astype(dtype)
         return fn(chunk, mask)
 
     shapes = jax.eval_shape(term, 0)

@@ -30,9 +30,12 @@ KINDS = ("hessian", "expected", "opg", "sandwich", "cluster")
 RCOND = 1e-12
 
 
-def psd_inverse(a):
-    """(A^-1, status): NaN and a failure status when A is not safely positive definite."""
-    s, lam, vec = equilibrated_eigh(a)
+def psd_inverse(a, decomposition=None):
+    """(A^-1, status): NaN and a failure status when A is not safely positive definite.
+
+    `decomposition` is `equilibrated_eigh(a)` when the caller has it already (the solver does).
+    """
+    s, lam, vec = equilibrated_eigh(a) if decomposition is None else decomposition
     top = jnp.max(jnp.abs(lam))
     low = jnp.min(lam)
     ok = (low > RCOND * top) & jnp.all(jnp.isfinite(lam))
@@ -45,7 +48,9 @@ def psd_inverse(a):
     return jnp.where(ok, inv, jnp.nan), status
 
 
-def covariance(kind: str, information, opg, meat, score_groups, expected=None):
+def covariance(
+    kind: str, information, opg, meat, score_groups, expected=None, information_eig=None
+):
     """(cov, status) of one kind from the stored matrices; see the module docstring."""
     if kind == "expected":
         if expected is None:
@@ -54,13 +59,13 @@ def covariance(kind: str, information, opg, meat, score_groups, expected=None):
                 "expected=(predict, fisher) to fit (or fit a family model)"
             )
         cov, status = psd_inverse(expected)
-        return 0.5 * (cov + cov.T), status
+        return _symmetric(cov), status
     if kind == "opg":
         cov, status = psd_inverse(opg)
         # an outer product cannot be indefinite: a negative eigenvalue here is rounding of a zero one
         status = jnp.where(status == Status.NOT_CONCAVE, Status.SINGULAR_INFORMATION, status)
-        return 0.5 * (cov + cov.T), status
-    bread, status = psd_inverse(information)
+        return _symmetric(cov), status
+    bread, status = psd_inverse(information, information_eig)
     if kind == "hessian":
         cov = bread
     elif kind == "sandwich":
@@ -70,8 +75,10 @@ def covariance(kind: str, information, opg, meat, score_groups, expected=None):
         cov = n_groups / (n_groups - 1) * bread @ (score_groups.T @ score_groups) @ bread
     else:
         raise ValueError(f"unknown covariance kind {kind!r}; choose one of {KINDS}")
-    return 0.5 * (cov + cov.T), status
+    return _symmetric(cov), status
 
 
-def standard_errors(cov):
-    return jnp.sqrt(jnp.diagonal(cov, axis1=-2, axis2=-1))
+def _symmetric(c):
+    """The matrix mirrored from its upper triangle: exactly symmetric, whatever XLA's FMA contraction
+    does to 0.5 (C + C') element by element."""
+    return jnp.triu(c) + jnp.triu(c, 1).T

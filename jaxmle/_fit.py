@@ -23,7 +23,7 @@ from ._accumulate import auto_chunk_size
 from ._covariance import KINDS, covariance, psd_inverse
 from ._objective import Batch, Objective
 from ._results import MESSAGES, FitResult, Status, _embed_block, _fields, parameter_names
-from ._solvers import maximize
+from ._solvers import equilibrated_eigh, maximize
 
 PyTree = Any
 METHODS = ("newton", "fisher", "bhhh", "bfgs")
@@ -306,10 +306,16 @@ def _fit_compiled(
         sc.meat[free_idx][:, free_idx],
         sc.score_groups[:, free_idx],
     )
+    # one eigen-decomposition of the information serves the status and every bread (XLA's eigh is
+    # costly to compile); Newton's loop has it already for its final point
+    info_eig = st.eig if method == "newton" and all_free else equilibrated_eigh(info_free)
     cov_free, cov_status = covariance(
-        cov, *blocks, expected=None if expected is None else expected_info[free_idx][:, free_idx]
+        cov,
+        *blocks,
+        expected=None if expected is None else expected_info[free_idx][:, free_idx],
+        information_eig=info_eig,
     )
-    _, info_status = psd_inverse(info_free)
+    _, info_status = psd_inverse(info_free, info_eig)
     separated = _separation(obj, st, info_free)
 
     status = jnp.select(

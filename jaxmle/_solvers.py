@@ -54,6 +54,7 @@ class SolverState(NamedTuple):
     started: jax.Array
     failed_start: jax.Array
     failed_search: jax.Array
+    eig: tuple  # equilibrated_eigh(matrix), reused for the covariance at the end (not for bfgs)
 
 
 def equilibrated_eigh(m):
@@ -64,9 +65,9 @@ def equilibrated_eigh(m):
     return s, lam, vec
 
 
-def safeguarded_solve(m, g):
-    """(M~^-1 g, damped) with M~ the eigenvalue-safeguarded M (module docstring)."""
-    s, lam, vec = equilibrated_eigh(m)
+def safeguarded_solve(decomposition, g):
+    """(M~^-1 g, damped), M~ the eigenvalue-safeguarded M given as `equilibrated_eigh(M)`."""
+    s, lam, vec = decomposition
     top = jnp.max(jnp.abs(lam))
     floor = _EIG_FLOOR * top
     damped = jnp.min(lam) <= floor
@@ -107,15 +108,19 @@ def maximize(
     quasi = method == "bfgs"
 
     def direction(matrix, g):
+        """(d, damped, decomposition of M); bfgs has B ~ M^-1 already and no decomposition."""
         if quasi:
-            return matrix @ g, jnp.asarray(False)
-        return safeguarded_solve(matrix, g)
+            return matrix @ g, jnp.asarray(False), no_eig
+        eig = equilibrated_eigh(matrix)
+        return (*safeguarded_solve(eig, g), eig)
 
     if quasi:
         m_init = safeguarded_inverse(initial_matrix(theta0))
     else:  # placeholder until the first evaluation supplies M
         m_init = jnp.zeros(jax.eval_shape(evaluate, theta0).matrix.shape, dtype)
     zero = jnp.zeros((), dtype)
+    kk = 0 if quasi else k
+    no_eig = (jnp.ones(kk, dtype), jnp.zeros(kk, dtype), jnp.zeros((kk, kk), dtype))
     state = SolverState(
         theta=theta0,
         loglik=jnp.asarray(-jnp.inf, dtype),
@@ -130,6 +135,7 @@ def maximize(
         started=jnp.asarray(False),
         failed_start=jnp.asarray(False),
         failed_search=jnp.asarray(False),
+        eig=no_eig,
     )
 
     def cond(st):
@@ -152,7 +158,7 @@ def maximize(
             )
         else:
             matrix = ev.matrix
-        d, damped = direction(matrix, ev.score)
+        d, damped, eig = direction(matrix, ev.score)
         accepted = st._replace(
             theta=trial,
             loglik=ev.loglik,
@@ -165,6 +171,7 @@ def maximize(
             n_halvings=jnp.asarray(0),
             n_damped=st.n_damped + damped.astype(st.n_damped.dtype),
             started=jnp.asarray(True),
+            eig=eig,
         )
         rejected = st._replace(
             step=0.5 * st.step,
