@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._accumulate import auto_chunk_size
+from ._accumulate import Layout, auto_chunk_size
 from ._covariance import KINDS, covariance, psd_inverse
 from ._objective import Batch, Objective
 from ._results import MESSAGES, FitResult, Status, _embed_block, _fields, parameter_names
@@ -64,6 +64,7 @@ def fit(
     max_iter: int = 100,
     tol: float | None = None,
     chunk_size: int | None = None,
+    devices=None,
     dtype=None,
     throw: bool = False,
 ) -> FitResult:
@@ -93,7 +94,12 @@ def fit(
       tol: convergence when the scaled gradient U'M^-1 U (~2 x the lnL still to gain) < tol;
         default 1e-12 in float64 (estimates within ~1e-6 standard errors of the maximum; Newton usually
         stops far inside) and 1e-6 in float32.
-      chunk_size: rows per chunk of the sums over observations; None picks ~4 MiB working sets.
+      chunk_size: rows per chunk (per device) of the sums over observations; None picks ~16 MiB
+        working sets.
+      devices: shard host data over these devices (a list, or a count of `jax.devices()`), each
+        summing its rows, one all-reduce per pass; rows are padded with zero weight to a multiple of
+        the device count. Data already placed with `jax.device_put(data, NamedSharding(mesh,
+        P("obs")))` are fitted where they lie without this option.
       dtype: "float64" (default, whatever the global JAX setting) or "float32".
       throw: raise if the fit does not succeed (under `jit`/`vmap`, via `equinox.error_if`).
 
@@ -127,7 +133,7 @@ def fit(
     with scope:
         return _fit(
             logpdf, init, data, groups, n_groups, weights, weight_kind, fixed, expected, method,
-            cov, max_iter, float(tol), chunk_size, dtype, throw, traced,
+            cov, max_iter, float(tol), chunk_size, devices, dtype, throw, traced,
         )  # fmt: skip
 
 
@@ -146,6 +152,7 @@ def _fit(
     max_iter,
     tol,
     chunk_size,
+    devices,
     dtype,
     throw,
     traced,
@@ -158,15 +165,22 @@ def _fit(
     weights = _prepare_weights(weights, n, dtype, traced)
     groups, n_groups = _prepare_groups(groups, n_groups, n, traced)
     _check_logpdf(logpdf, init, data)
-    if chunk_size is None:
-        chunk_size = auto_chunk_size(data, sum(free))
-    elif not (isinstance(chunk_size, int) and chunk_size > 0):
+    if not (chunk_size is None or (isinstance(chunk_size, int) and chunk_size > 0)):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    data, weights, groups, layout = _place(data, weights, groups, devices, n, chunk_size, traced)
+    if layout.chunk_size is None:
+        local = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(
+                (x.shape[0] // _n_devices(layout), *x.shape[1:]), x.dtype
+            ),
+            data,
+        )
+        layout = layout._replace(chunk_size=auto_chunk_size(local, sum(free)))
 
     context = FitContext(
         logpdf=logpdf, spec=spec, names=parameter_names(init), data=data, weights=weights,
         groups=groups, n_groups=n_groups, weight_kind=weight_kind, expected=expected,
-        method=method, cov=cov, max_iter=max_iter, tol=tol, chunk_size=chunk_size, dtype=dtype,
+        method=method, cov=cov, max_iter=max_iter, tol=tol, layout=layout, n_rows=n, dtype=dtype,
     )  # fmt: skip
     res = _run(context, theta0, free)
     if not traced:  # a host fit remembers how it was made, for profiles and refits
@@ -174,9 +188,9 @@ def _fit(
     if not traced and int(res.status) in (Status.NONFINITE_START, Status.NONFINITE):
         # NaN/inf in the data shows up as a non-finite lnL or score; checking afterwards, only
         # when it matters, spares every healthy fit a pass over the data and a host round-trip
-        _raise_nonfinite_data(data)
+        _raise_nonfinite_data(data, n)
     if not traced and int(res.status) == Status.NONFINITE_START:
-        _raise_bad_start(logpdf, spec, theta0, data)
+        _raise_bad_start(logpdf, spec, theta0, data, n)
     if throw:
         if traced:
             return eqx.error_if(res, ~res.converged, "jaxmle.fit did not succeed (see res.status)")
@@ -205,7 +219,7 @@ def _run(context: FitContext, theta0, free) -> FitResult:
     return _fit_compiled(
         theta0, c.data, c.weights, c.groups, logpdf=c.logpdf, spec=c.spec, names=c.names,
         free=free, method=c.method, cov=c.cov, max_iter=c.max_iter, tol=c.tol,
-        chunk_size=c.chunk_size, n_groups=c.n_groups, weight_kind=c.weight_kind,
+        layout=c.layout, n_rows=c.n_rows, n_groups=c.n_groups, weight_kind=c.weight_kind,
         expected=c.expected,
     )  # fmt: skip
 
@@ -240,7 +254,8 @@ def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
         "cov",
         "max_iter",
         "tol",
-        "chunk_size",
+        "layout",
+        "n_rows",
         "n_groups",
         "weight_kind",
         "expected",
@@ -260,7 +275,8 @@ def _fit_compiled(
     cov,
     max_iter,
     tol,
-    chunk_size,
+    layout,
+    n_rows,
     n_groups,
     weight_kind,
     expected,
@@ -272,7 +288,7 @@ def _fit_compiled(
         return theta_free if all_free else theta0.at[free_idx].set(theta_free)
 
     batch = Batch(data, weights, groups)
-    obj = Objective(logpdf, spec.unravel, embed, batch, chunk_size, n_groups, weight_kind, expected)
+    obj = Objective(logpdf, spec.unravel, embed, batch, layout, n_groups, weight_kind, expected)
     evaluate = {
         "newton": obj.newton,
         "fisher": obj.fisher,
@@ -342,9 +358,7 @@ def _fit_compiled(
 
     cov_full = _embed_block(cov_free, free)
     se = jnp.sqrt(jnp.diagonal(cov_full))
-    n_obs = (
-        jnp.sum(weights) if (weights is not None and weight_kind == "frequency") else n_rows(data)
-    )
+    n_obs = jnp.sum(weights) if (weights is not None and weight_kind == "frequency") else n_rows
     return FitResult(
         params=spec.unravel(theta_hat),
         se=spec.unravel(se),
@@ -366,10 +380,6 @@ def _fit_compiled(
         method=method,
         cov_type=cov,
     )
-
-
-def n_rows(data) -> int:
-    return jax.tree.leaves(data)[0].shape[0]
 
 
 def _separation(obj: Objective, st, info):
@@ -464,9 +474,10 @@ def _prepare_data(data, dtype, traced):
     return jax.tree.unflatten(treedef, out), next(iter(lengths.values()))
 
 
-def _raise_nonfinite_data(data):
+def _raise_nonfinite_data(data, n):
     """Raise naming the first data leaf with NaN/inf, its row count and first row; else return."""
     for path, x in jax.tree_util.tree_flatten_with_path(data)[0]:
+        x = x[:n]  # without the padding rows of a sharded fit
         if jnp.issubdtype(x.dtype, jnp.floating) and not bool(_all_finite(x)):
             bad = ~np.isfinite(np.asarray(x).reshape(x.shape[0], -1)).all(axis=1)
             rows = np.flatnonzero(bad)
@@ -479,6 +490,52 @@ def _raise_nonfinite_data(data):
 @jax.jit
 def _all_finite(x):
     return jnp.all(jnp.isfinite(x))
+
+
+def _n_devices(layout: Layout) -> int:
+    if layout.mesh is None:
+        return 1
+    axes = layout.axis if isinstance(layout.axis, tuple) else (layout.axis,)
+    return math.prod(layout.mesh.shape[a] for a in axes)
+
+
+def _place(data, weights, groups, devices, n, chunk_size, traced):
+    """The Layout of the rows: data already sharded on axis 0 over a mesh stay where they are;
+    `devices` shards host data (padding to a multiple of the device count with zero-weight copies of
+    the last row, whose l_i is finite); otherwise one device."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    if devices is not None:
+        if traced:
+            raise ValueError("devices= places host data; under jit, device_put the data first")
+        devs = jax.devices()[:devices] if isinstance(devices, int) else list(devices)
+        mesh, axis = Mesh(np.array(devs), ("obs",)), "obs"
+    else:
+        found = {
+            (x.sharding.mesh, x.sharding.spec[0])
+            for x in jax.tree.leaves(data)
+            if isinstance(getattr(x, "sharding", None), NamedSharding)
+            and len(x.sharding.spec) > 0
+            and x.sharding.spec[0] is not None
+        }
+        if not found:
+            return data, weights, groups, Layout(chunk_size)
+        if len(found) > 1:
+            raise ValueError(f"data leaves are sharded over different meshes or axes: {found}")
+        mesh, axis = found.pop()
+    layout = Layout(chunk_size, mesh, axis)
+    pad = (-n) % _n_devices(layout)
+    if pad:
+        if devices is None:
+            raise ValueError(f"N = {n} rows do not split evenly over the mesh axis {axis!r}")
+        data = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, 0)]), data)
+        base = jnp.ones(n, jax.tree.leaves(data)[0].dtype) if weights is None else weights
+        weights = jnp.concatenate([base, jnp.zeros(pad, base.dtype)])
+        if groups is not None:
+            groups = jnp.concatenate([groups, jnp.zeros(pad, groups.dtype)])
+    rows = NamedSharding(mesh, PartitionSpec(axis))
+    data, weights, groups = jax.device_put((data, weights, groups), rows)
+    return data, weights, groups, layout
 
 
 def _prepare_weights(weights, n, dtype, traced):
@@ -540,8 +597,8 @@ def _check_logpdf(logpdf, init, data):
         )
 
 
-def _raise_bad_start(logpdf, spec, theta0, data):
-    ll = np.asarray(jax.jit(jax.vmap(logpdf, in_axes=(None, 0)))(spec.unravel(theta0), data))
+def _raise_bad_start(logpdf, spec, theta0, data, n):
+    ll = np.asarray(jax.jit(jax.vmap(logpdf, in_axes=(None, 0)))(spec.unravel(theta0), data))[:n]
     bad = np.flatnonzero(~np.isfinite(ll))
     if bad.size == 0:  # every row finite, the sum overflowed or a derivative is not finite
         raise ValueError(

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._accumulate import chunked_sum
+from ._accumulate import Layout, chunked_sum
 
 PyTree = Any
 
@@ -58,7 +58,7 @@ class Objective(NamedTuple):
     unravel: Callable
     embed: Callable
     batch: Batch
-    chunk_size: int
+    layout: Layout
     n_groups: int
     weight_kind: str
     expected: tuple[Callable, Callable] | None = None
@@ -79,7 +79,7 @@ class Objective(NamedTuple):
         return chunked_sum(
             lambda b, m: self._chunk_loglik(theta_free, b, m),
             self.batch,
-            self.chunk_size,
+            self.layout,
             theta_free.dtype,
         )
 
@@ -90,7 +90,7 @@ class Objective(NamedTuple):
             ll, g = jax.value_and_grad(self._chunk_loglik)(theta_free, b, m)
             return ll, g
 
-        ll, g = chunked_sum(chunk, self.batch, self.chunk_size, theta_free.dtype)
+        ll, g = chunked_sum(chunk, self.batch, self.layout, theta_free.dtype)
         return Terms(ll, g, jnp.zeros((0, 0), g.dtype))
 
     def newton(self, theta_free) -> Terms:
@@ -104,7 +104,7 @@ class Objective(NamedTuple):
             h, (ll, g) = jax.jacfwd(grad_aux, has_aux=True)(theta_free)
             return ll, g, -h
 
-        ll, g, info = chunked_sum(chunk, self.batch, self.chunk_size, theta_free.dtype)
+        ll, g, info = chunked_sum(chunk, self.batch, self.layout, theta_free.dtype)
         return Terms(ll, g, 0.5 * (info + info.T))
 
     def fisher(self, theta_free) -> Terms:
@@ -131,7 +131,7 @@ class Objective(NamedTuple):
             info = jnp.einsum("cmk,cmn,cnl->kl", wj, f, jac)
             return ll, g, info
 
-        ll, g, info = chunked_sum(chunk, self.batch, self.chunk_size, theta_free.dtype)
+        ll, g, info = chunked_sum(chunk, self.batch, self.layout, theta_free.dtype)
         return Terms(ll, g, 0.5 * (info + info.T))
 
     def _chunk_scores(self, theta_free, b: Batch):
@@ -150,7 +150,7 @@ class Objective(NamedTuple):
             w = self._obs_weights(b, m)
             return jnp.sum(w * ll), s.T @ w, (s * w[:, None]).T @ s
 
-        return Terms(*chunked_sum(chunk, self.batch, self.chunk_size, theta_free.dtype))
+        return Terms(*chunked_sum(chunk, self.batch, self.layout, theta_free.dtype))
 
     def scores(self, theta_free) -> ScoreTerms:
         """lnL, U, the OPG, the sandwich meat and the cluster score sums in one pass."""
@@ -170,7 +170,7 @@ class Objective(NamedTuple):
                 sg = jax.ops.segment_sum(ws, b.groups, num_segments=self.n_groups)
             return jnp.sum(w * ll), jnp.sum(ws, axis=0), opg, meat, sg
 
-        return ScoreTerms(*chunked_sum(chunk, self.batch, self.chunk_size, theta_free.dtype))
+        return ScoreTerms(*chunked_sum(chunk, self.batch, self.layout, theta_free.dtype))
 
     def loglik_obs(self, theta_free):
         """l_i for every row (N,), unweighted; used to say which rows are bad, not in the loop."""

@@ -1,0 +1,1120 @@
+"""Tests and derived quantities from a fitted result (theory.md, "Tests").
+
+    Wald        W  = (R theta_hat - r)' [R V R']^-1 (R theta_hat - r)        ~ chi2(q)
+                     g(theta_hat)' [G V G']^-1 g(theta_hat),  G = dg/dtheta'   (nonlinear, delta method)
+    LR          LR = 2 (lnL_full - lnL_restricted)                            ~ chi2(k_full - k_restricted)
+    score (LM)  LM = U' M^-1 U at the restricted estimate, M = -H | OPG | I   ~ chi2(q)
+                robust: a' [V_qq]^-1 a,  a = ((-H)^-1 U)_q,  V = sandwich or cluster covariance
+    delta       g(theta_hat),  Cov = G V G'
+    profile     {theta_j : 2 (lnL_hat - max_{others} lnL(theta_j, .)) <= chi2_{1,level}}
+
+V is any covariance kind of the fit (`cov=`; the fit's own `res.cov` by default). Every test returns
+a `TestResult` pytree, so the tests run under `jit` and `vmap` (a batched fit from `jax.vmap(fit)`
+gives a batch of tests); numerical trouble (a singular R V R') gives NaN, never an exception there.
+Errors that the restriction's shape or names decide are raised on the host, before any work.
+Profile intervals refit the model (they need the data a host-side fit keeps) and run on the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jax.scipy.special import gammaincc, ndtr, ndtri
+
+from ._covariance import KINDS, covariance, psd_inverse
+from ._results import FitResult, Status, parameter_names
+from ._transforms import Bounds, _derivatives, flat_inverse, over_batch, profile_scale
+
+PyTree = Any
+
+# A restricted fit reproduces the full model's lnL at theta_tilde to rounding; a larger gap means
+# theta_tilde is not the restricted estimate, or the data differ.
+LOGLIK_MATCH_RTOL = 1e-6
+# Profile search: first step is the Wald half-width, then doubling, at most this many times
+# (2^20 Wald half-widths from the estimate) before the side is declared open.
+MAX_DOUBLINGS = 20
+# Two doublings apart the profile moved by less than this (relative): it has levelled off.
+FLAT_RTOL = 1e-10
+# Bracketing root search on the profile: the bound to this fraction of the Wald half-width.
+PROFILE_XTOL = 1e-10
+# Refit outcomes that give a usable profile value (a singular information matrix of the others
+# leaves their maximum, hence lnL, well defined).
+_USABLE = (Status.SUCCESSFUL, Status.SINGULAR_INFORMATION)
+
+
+def _host64(fn):
+    """Run with 64-bit JAX when the (first) result is a host-side float64 fit."""
+
+    @functools.wraps(fn)
+    def wrapper(res, *args, **kwargs):
+        leaf = getattr(res, "loglik", None)
+        if (
+            leaf is not None
+            and leaf.dtype == jnp.float64
+            and not isinstance(leaf, jax.core.Tracer)
+        ):
+            with jax.enable_x64(True):
+                return fn(res, *args, **kwargs)
+        return fn(res, *args, **kwargs)
+
+    return wrapper
+
+
+def chi2_sf(x, df):
+    """P(chi2_df > x), jittable (regularised upper incomplete gamma)."""
+    x = jnp.asarray(x)
+    return gammaincc(jnp.asarray(df, x.dtype) / 2.0, x / 2.0)
+
+
+def _traced(*xs) -> bool:
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(xs))
+
+
+# ---------------------------------------------------------------- the test result
+
+
+class TestResult(eqx.Module):
+    """A chi-square test: `statistic`, `df`, `pvalue` (arrays; batched under vmap).
+
+    `test` names the test, `hypothesis` the restrictions in words, `cov_type` the covariance or
+    information it used; all static.
+    """
+
+    statistic: jax.Array
+    df: jax.Array
+    pvalue: jax.Array
+    test: str = eqx.field(static=True)
+    hypothesis: str = eqx.field(static=True, default="")
+    cov_type: str = eqx.field(static=True, default="")
+
+    __test__ = False  # not a pytest class
+
+    def reject(self, level: float = 0.05) -> jax.Array:
+        """pvalue < level (NaN statistics never reject); a rejection rate is its mean."""
+        return self.pvalue < level
+
+    def __str__(self) -> str:
+        head = f"{self.test} test" + (f" ({self.cov_type})" if self.cov_type else "")
+        what = f" of {self.hypothesis}" if self.hypothesis else ""
+        if np.ndim(self.statistic):
+            rate = float(np.mean(np.asarray(self.pvalue) < 0.05))
+            return f"{head}{what}: batch {np.shape(self.statistic)}, rejection rate at 5% {rate:.4f}"
+        return (
+            f"{head}{what}: chi2({int(self.df)}) = {float(self.statistic):.6g}, "
+            f"P > chi2 = {float(self.pvalue):.4g}"
+        )
+
+
+def _chi2_test(stat, df, test, hypothesis="", cov_type=""):
+    stat = jnp.asarray(stat)
+    return TestResult(
+        statistic=stat,
+        df=jnp.asarray(df, jnp.int32),
+        pvalue=chi2_sf(jnp.maximum(stat, 0.0), df),
+        test=test,
+        hypothesis=hypothesis,
+        cov_type=cov_type,
+    )
+
+
+# ---------------------------------------------------------------- shared host checks
+
+
+def _cov_matrix(res: FitResult, cov):
+    """(V, label): the fit's own cov, another kind, or a user (k, k) matrix."""
+    k = len(res.names)
+    if cov is None:
+        return res.cov, res.cov_type
+    if isinstance(cov, str):
+        if cov not in KINDS:
+            raise ValueError(f"unknown cov {cov!r}; choose one of {KINDS} or pass a (k, k) matrix")
+        return res.covariance(cov), cov
+    v = jnp.asarray(cov, res.cov.dtype)
+    if v.shape[-2:] != (k, k):
+        raise ValueError(f"cov must be a ({k}, {k}) matrix in ravel order, got shape {v.shape}")
+    return v, "user"
+
+
+def _name_index(res: FitResult, name: str) -> int:
+    if isinstance(name, (int, np.integer)) and not isinstance(name, bool):
+        if not 0 <= name < len(res.names):
+            raise IndexError(f"parameter index {name} out of range 0..{len(res.names) - 1}")
+        return int(name)
+    if name in res.names:
+        return res.names.index(name)
+    close = difflib.get_close_matches(str(name), res.names, n=3)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    raise KeyError(f"no parameter {name!r}{hint} The parameters are: {', '.join(res.names)}")
+
+
+def _require_single_host(res: FitResult, what: str) -> None:
+    if _traced(res.loglik) or np.ndim(res.status):
+        raise ValueError(
+            f"{what} refits the model, so it needs one host-side fit with its data; this result "
+            "was made under jit/vmap (or is a batch). Profile a fit made outside jit/vmap"
+        )
+    if res.context is None:
+        raise ValueError(f"{what} needs the data, which this result does not carry; refit it")
+
+
+# ---------------------------------------------------------------- restrictions "b[1] = b[2], ..."
+
+
+class _Linear(NamedTuple):
+    coef: np.ndarray  # (k,)
+    const: float
+
+
+_NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_IDENT = re.compile(r"[A-Za-z_][\w.]*(\[[^\]]*\])?")
+_NAME_CHARS = re.compile(r"[\w.\[]")
+
+
+def _split_restrictions(text: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[(" and 1 or 0
+        depth -= ch in "])" and 1 or 0
+        if depth == 0 and ch in ",;\n":
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+class _Parser:
+    """Linear expressions in parameter names: numbers, names, + - * / and parentheses."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+        self.by_length = sorted(range(len(names)), key=lambda i: -len(names[i]))
+
+    def tokens(self, text: str, where: str):
+        out, i = [], 0
+        while i < len(text):
+            if text[i].isspace():
+                i += 1
+                continue
+            for j in self.by_length:
+                name = self.names[j]
+                end = i + len(name)
+                if text.startswith(name, i) and not (
+                    end < len(text) and _NAME_CHARS.match(text[end]) and not name.endswith("]")
+                ):
+                    out.append(("name", j))
+                    i = end
+                    break
+            else:
+                if m := _NUMBER.match(text, i):
+                    out.append(("num", float(m.group())))
+                    i = m.end()
+                elif text[i] in "+-*/()":
+                    out.append(("op", text[i]))
+                    i += 1
+                elif m := _IDENT.match(text, i):
+                    close = difflib.get_close_matches(m.group(), self.names, n=3)
+                    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+                    raise KeyError(
+                        f"unknown parameter {m.group()!r} in restriction {where!r}{hint}; "
+                        f"the parameters are: {', '.join(self.names)}"
+                    )
+                else:
+                    raise ValueError(f"cannot read {text[i:]!r} in restriction {where!r}")
+        return out
+
+    def parse(self, text: str, where: str) -> _Linear:
+        self.toks, self.pos, self.where = self.tokens(text, where), 0, where
+        if not self.toks:
+            raise ValueError(f"empty side in restriction {where!r}")
+        out = self._expr()
+        if self.pos != len(self.toks):
+            raise ValueError(f"unexpected {self._show(self.toks[self.pos])} in {where!r}")
+        return out
+
+    def _show(self, tok):
+        kind, v = tok
+        return repr(self.names[v] if kind == "name" else v)
+
+    def _peek(self):
+        return self.toks[self.pos] if self.pos < len(self.toks) else (None, None)
+
+    def _expr(self):
+        out = self._term()
+        while self._peek() in (("op", "+"), ("op", "-")):
+            sign = 1.0 if self.toks[self.pos][1] == "+" else -1.0
+            self.pos += 1
+            t = self._term()
+            out = _Linear(out.coef + sign * t.coef, out.const + sign * t.const)
+        return out
+
+    def _term(self):
+        out = self._unary()
+        while self._peek() in (("op", "*"), ("op", "/")):
+            op = self.toks[self.pos][1]
+            self.pos += 1
+            t = self._unary()
+            if op == "/":
+                if t.coef.any() or t.const == 0.0:
+                    raise ValueError(f"divide only by a non-zero number in {self.where!r}")
+                out = _Linear(out.coef / t.const, out.const / t.const)
+            elif out.coef.any() and t.coef.any():
+                raise ValueError(
+                    f"{self.where!r} multiplies parameters: restrictions given as text must be "
+                    "linear; pass a function g(params) for a nonlinear Wald test"
+                )
+            else:
+                c, lin = (out.const, t) if not out.coef.any() else (t.const, out)
+                out = _Linear(c * lin.coef, c * lin.const)
+        return out
+
+    def _unary(self):
+        kind, v = self._peek()
+        if (kind, v) in (("op", "+"), ("op", "-")):
+            self.pos += 1
+            t = self._unary()
+            return t if v == "+" else _Linear(-t.coef, -t.const)
+        return self._primary()
+
+    def _primary(self):
+        kind, v = self._peek()
+        self.pos += 1
+        zero = np.zeros(len(self.names))
+        if kind == "num":
+            return _Linear(zero, v)
+        if kind == "name":
+            zero[v] = 1.0
+            return _Linear(zero, 0.0)
+        if (kind, v) == ("op", "("):
+            out = self._expr()
+            if self._peek() != ("op", ")"):
+                raise ValueError(f"missing ')' in {self.where!r}")
+            self.pos += 1
+            return out
+        raise ValueError(
+            f"expected a number or a parameter name in {self.where!r}, got "
+            + ("the end" if kind is None else self._show((kind, v)))
+        )
+
+
+def parse_restrictions(text: str | Sequence[str], names: tuple[str, ...]):
+    """'b[1] = b[2], b[3] = 0' -> (R (q, k), r (q,)); a side without '=' is '= 0'."""
+    pieces = [text] if isinstance(text, str) else list(text)
+    rows = [p for piece in pieces for p in _split_restrictions(piece)]
+    if not rows:
+        raise ValueError("no restrictions given")
+    parser = _Parser(names)
+    R, r = [], []
+    for row in rows:
+        sides = row.replace("==", "=").split("=")
+        if len(sides) > 2:
+            raise ValueError(f"restriction {row!r} has more than one '='")
+        lhs = parser.parse(sides[0], row)
+        rhs = parser.parse(sides[1], row) if len(sides) == 2 else _Linear(lhs.coef * 0, 0.0)
+        R.append(lhs.coef - rhs.coef)
+        r.append(rhs.const - lhs.const)
+        if not R[-1].any():
+            raise ValueError(f"restriction {row!r} involves no parameter (after cancelling)")
+    return np.array(R), np.array(r)
+
+
+def _format_row(coef, const, names) -> str:
+    terms = []
+    for c, name in zip(coef, names, strict=True):
+        if c == 0:
+            continue
+        sign = "-" if c < 0 else "+"
+        mag = "" if abs(c) == 1 else f"{abs(c):g}*"
+        terms.append((sign, f"{mag}{name}"))
+    text = " ".join(f"{s} {t}" for s, t in terms)
+    text = text[2:] if text.startswith("+ ") else "-" + text[2:]
+    return f"{text} = {const:g}"
+
+
+def _check_linear(R, r, res: FitResult):
+    """Host checks of a concrete R: shape, finiteness, fixed parameters, rank, consistency."""
+    k, names = len(res.names), res.names
+    if R.ndim != 2 or R.shape[1] != k:
+        raise ValueError(
+            f"R must be (q, {k}) over the flattened parameters ({', '.join(names)}), got shape "
+            f"{R.shape}"
+        )
+    if r.shape != (R.shape[0],):
+        raise ValueError(f"r must have shape ({R.shape[0]},) to match R, got {r.shape}")
+    if not (np.isfinite(R).all() and np.isfinite(r).all()):
+        raise ValueError("R and r must be finite")
+    labels = [_format_row(R[i], r[i], names) for i in range(R.shape[0])]
+    for i, row in enumerate(R):
+        if not row.any():
+            raise ValueError(f"row {i} of R is zero: it restricts nothing")
+        held = [names[j] for j in np.flatnonzero(row) if not res.free[j]]
+        if held:
+            raise ValueError(
+                f"restriction {labels[i]!r} involves {held}, held fixed in this fit (no variance): "
+                "test free parameters only"
+            )
+    _check_rank(R, r, labels)
+    return labels
+
+
+def _check_rank(R, r, labels):
+    scale = np.abs(R).max()
+    for i in range(1, R.shape[0]):
+        prev = R[:i]
+        c, *_ = np.linalg.lstsq(prev.T, R[i], rcond=None)
+        if np.abs(prev.T @ c - R[i]).max() <= 1e-10 * scale:
+            implied = float(c @ r[:i])
+            if abs(implied - r[i]) <= 1e-10 * max(1.0, abs(r[i]), np.abs(r[:i]).max()):
+                raise ValueError(
+                    f"R is rank-deficient: restriction {labels[i]!r} is implied by the ones before "
+                    "it; drop it (the test has one restriction fewer)"
+                )
+            raise ValueError(
+                f"the restrictions are inconsistent: {labels[i]!r} contradicts the ones before it "
+                f"(they imply {_format_row(R[i], implied, [''] * 0 or labels and None) if False else 'a different value'}: "
+                f"{implied:g} instead of {r[i]:g}); no parameter value satisfies them all"
+            )
+
+
+# ---------------------------------------------------------------- Wald
+
+
+@_host64
+def wald_test(res: FitResult, R, r=None, *, cov=None) -> TestResult:
+    """Wald test of R theta = r, or of g(theta) = r by the delta method.
+
+    W = (R theta_hat - r)' [R V R']^-1 (R theta_hat - r) ~ chi2(q), V = the fit's covariance (or
+    `cov=` another kind or a (k, k) matrix). `R` is a (q, k) matrix over the flattened parameters
+    (`res.names` order), a string naming parameters as in `summary()`
+    (`"b[1] = b[2], b[3] = 0"`; linear, `= 0` when omitted), or a function `g(params) -> pytree`
+    (nonlinear: G = dg/dtheta' by autodiff). Single-parameter z tests are what `summary()` shows.
+
+    Equals R `lmtest::waldtest(full, restricted, test = "Chisq", vcov = V)` and
+    `car::linearHypothesis(m, "smoke = ht", test = "Chisq")`; statsmodels
+    `res.wald_test("x1 = x2", use_f=False)`; Stata `test` (chi2 form).
+    """
+    V, label = _cov_matrix(res, cov)
+    if callable(R) and not isinstance(R, (str, np.ndarray, jax.Array)):
+        return _wald_nonlinear(res, R, r, V, label)
+    if isinstance(R, str) or (isinstance(R, (list, tuple)) and R and isinstance(R[0], str)):
+        R_, r_ = parse_restrictions(R, res.names)
+        if r is not None:
+            raise ValueError("r= is taken from the text; write the right-hand sides there")
+        r = r_
+        R = R_
+    R = jnp.atleast_2d(jnp.asarray(R, res.cov.dtype)) if _traced(R) else np.atleast_2d(R)
+    r = np.zeros(R.shape[0]) if r is None else r
+    r = jnp.atleast_1d(jnp.asarray(r, res.cov.dtype)) if _traced(r) else np.atleast_1d(r)
+    if _traced(R, r):
+        hypothesis = f"R theta = r ({R.shape[0]} restrictions)"
+    else:
+        R, r = np.asarray(R, float), np.asarray(r, float)
+        hypothesis = ", ".join(_check_linear(R, r, res))
+    q = R.shape[0]
+
+    def one(fit, v):
+        theta = ravel_pytree(fit.params)[0]
+        R_ = jnp.asarray(R, theta.dtype)
+        diff = R_ @ theta - jnp.asarray(r, theta.dtype)
+        w_inv, _ = psd_inverse(R_ @ v @ R_.T)
+        return _chi2_test(diff @ w_inv @ diff, q, "Wald", hypothesis, label)
+
+    return over_batch(one, res, V) if np.ndim(res.status) else one(res, V)
+
+
+def _flat_g(g, res):
+    _, unravel = ravel_pytree(res.params)
+
+    def flat(theta):
+        out = g(unravel(theta))
+        leaves = jax.tree.leaves(out)
+        if not leaves or not all(jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) for x in leaves):
+            raise TypeError("g(params) must return a pytree of floating-point arrays")
+        return ravel_pytree(out)[0]
+
+    return flat
+
+
+def _wald_nonlinear(res, g, r, V, label):
+    name = _g_name(g)
+    q_shape = jax.eval_shape(_flat_g(g, res), ravel_pytree(res.params)[0]).shape
+    q = q_shape[0] if q_shape else 1
+
+    def one(fit, v):
+        flat = _flat_g(g, fit)
+        theta = ravel_pytree(fit.params)[0]
+        val = jnp.atleast_1d(flat(theta))
+        G = jnp.atleast_2d(jax.jacfwd(flat)(theta))
+        r_ = jnp.zeros(q, val.dtype) if r is None else jnp.atleast_1d(jnp.asarray(r, val.dtype))
+        w_inv, _ = psd_inverse(G @ v @ G.T)
+        diff = val - r_
+        if not _traced(G):
+            _check_jacobian(np.asarray(G), fit, name)
+        return _chi2_test(diff @ w_inv @ diff, q, "Wald (delta method)", f"{name}(theta) = r", label)
+
+    return over_batch(one, res, V) if np.ndim(res.status) else one(res, V)
+
+
+def _check_jacobian(G, res, name):
+    free = np.asarray(res.free)
+    Gf = G[:, free]
+    if not np.isfinite(Gf).all():
+        raise ValueError(f"the Jacobian of {name} is not finite at theta_hat")
+    rank = np.linalg.matrix_rank(Gf) if Gf.size else 0
+    if rank < G.shape[0]:
+        raise ValueError(
+            f"the Jacobian of {name} over the free parameters has rank {rank} < {G.shape[0]} "
+            "restrictions at theta_hat: some restrictions are redundant there, or involve only "
+            "fixed parameters (the Wald statistic is undefined)"
+        )
+
+
+def _g_name(g) -> str:
+    name = getattr(g, "__name__", "g")
+    return name if name.isidentifier() else "g"
+
+
+# ---------------------------------------------------------------- likelihood ratio
+
+
+def _check_same_data(restricted: FitResult, full: FitResult) -> None:
+    if np.shape(restricted.status) != np.shape(full.status):
+        raise ValueError(
+            f"batch shapes differ: {np.shape(restricted.status)} vs {np.shape(full.status)}"
+        )
+    if _traced(restricted.n_obs, full.n_obs):
+        return
+    n_r, n_f = np.asarray(restricted.n_obs), np.asarray(full.n_obs)
+    if not np.array_equal(n_r, n_f):
+        raise ValueError(
+            f"the fits are on different data: N = {n_r} (restricted) vs {n_f} (full); "
+            "an LR test compares two models of the same observations"
+        )
+    a, b = restricted.context, full.context
+    if a is None or b is None:
+        return
+    if (a.weights is None) != (b.weights is None) or (
+        a.weights is not None and not np.array_equal(np.asarray(a.weights), np.asarray(b.weights))
+    ):
+        raise ValueError("the fits use different observation weights; an LR test needs the same")
+    la, ta = jax.tree.flatten(a.data)
+    lb, tb = jax.tree.flatten(b.data)
+    same_shape = ta == tb and all(x.shape == y.shape for x, y in zip(la, lb, strict=True))
+    if a.logpdf == b.logpdf and same_shape:
+        for x, y, path in zip(la, lb, jax.tree_util.tree_flatten_with_path(a.data)[0], strict=True):
+            if not np.array_equal(np.asarray(x), np.asarray(y)):
+                raise ValueError(
+                    "the two fits are the same model on different data (data"
+                    f"{jax.tree_util.keystr(path[0])} differs); an LR test compares two models "
+                    "of the same observations"
+                )
+
+
+@_host64
+def lr_test(restricted: FitResult, full: FitResult) -> TestResult:
+    """Likelihood-ratio test LR = 2 (lnL_full - lnL_restricted) ~ chi2(k_full - k_restricted).
+
+    k counts the free parameters (`n_params`), so a restricted fit may be the same model with
+    `fixed=` or a model written separately. Refuses fits on different data (N, weights, or the same
+    model on other values) and parameter counts that cannot be nested. Both fits should have
+    converged (check `converged`); a negative statistic (the restricted fit is better) gives
+    P = 1. Equals R `lmtest::lrtest(restricted, full)`, statsmodels
+    `full.compare_lr_test(restricted)`, Stata `lrtest`.
+    """
+    k_r, k_f = restricted.n_params, full.n_params
+    if k_r >= k_f:
+        swap = " (did you swap them? the call is lr_test(restricted, full))" if k_r > k_f else ""
+        raise ValueError(
+            f"the restricted fit has {k_r} free parameters and the full fit {k_f}: nested models "
+            f"need fewer in the restricted one{swap}"
+        )
+    _check_same_data(restricted, full)
+    df = k_f - k_r
+
+    def one(r, f):
+        return _chi2_test(2.0 * (f.loglik - r.loglik), df, "Likelihood-ratio", "", "")
+
+    return over_batch(one, restricted, full)
+
+
+# ---------------------------------------------------------------- score (Lagrange multiplier)
+
+_SCORE_KINDS = ("hessian", "opg", "expected", "sandwich", "cluster")
+
+
+@_host64
+def score_test(
+    restricted: FitResult,
+    logpdf: Callable | None = None,
+    theta: PyTree = None,
+    data: PyTree = None,
+    *,
+    cov: str | None = None,
+    fixed: Sequence[str] | None = None,
+    **fit_options,
+) -> TestResult:
+    """Score (Lagrange-multiplier) test of the restriction, from the restricted estimate only.
+
+    `score_test(restricted)`, with `restricted = jm.fit(..., fixed={"g": values})`: the fit keeps
+    the full score U and information at theta_tilde; df = number of fixed parameters.
+    `score_test(restricted, logpdf_full, theta_tilde, data)`: the restricted model written on its
+    own; theta_tilde is the full parameter pytree at its estimate (df = k_full - k_restricted; the
+    full model's lnL at theta_tilde must equal the restricted lnL). Other `jm.fit` options
+    (weights, groups, expected) go in `**fit_options`.
+
+        cov="hessian"  LM = U' (-H)^-1 U       ("opg": U' (sum u u')^-1 U; "expected": U' I^-1 U)
+        cov="sandwich" | "cluster"  robust LM = a' [V_qq]^-1 a,  a = ((-H)^-1 U)_q,
+                       V = (-H)^-1 B (-H)^-1 (cluster: B_c, times G/(G-1)), q = the restricted ones
+                       (Boos 1992; with a separate restricted model name them with fixed=[keys]).
+
+    Default `cov` is the restricted fit's own kind. Equals R `anova(m0, m1, test = "Rao")` for
+    canonical-link GLMs and statsmodels `GLMResults.score_test(exog_extra, observed=True)`; the
+    robust form is statsmodels' `_lm_robust` with the uncentred meat sum u u'.
+    """
+    kind = restricted.cov_type if cov is None else cov
+    if kind not in _SCORE_KINDS:
+        raise ValueError(f"unknown cov {kind!r} for a score test; choose one of {_SCORE_KINDS}")
+    if logpdf is None:
+        if theta is not None or data is not None or fixed is not None or fit_options:
+            raise ValueError(
+                "score_test(restricted) takes the restricted fit only; for a separately written "
+                "restricted model pass score_test(restricted, logpdf_full, theta_tilde, data)"
+            )
+        q = len(restricted.free) - restricted.n_params
+        if q == 0:
+            raise ValueError(
+                "the fit holds no parameter fixed, so there is nothing to test: fit the "
+                "restricted model with fixed={...}, or pass the full model's logpdf, theta, data"
+            )
+        _check_score_kind(restricted, kind)
+        return over_batch(lambda one: _lm(one, kind, q, partition=True), restricted)
+    return _score_separate(restricted, logpdf, theta, data, kind, fixed, fit_options)
+
+
+def _check_score_kind(res: FitResult, kind: str) -> None:
+    if kind == "cluster" and res.score_groups.shape[-2] == 0:
+        raise ValueError("cov='cluster' needs cluster ids: fit with groups=...")
+    if kind == "expected" and not _traced(res.expected_information):
+        if not np.isfinite(np.asarray(res.expected_information)).all():
+            raise ValueError("cov='expected' needs a fit with expected=(predict, fisher)")
+
+
+def _lm(res: FitResult, kind: str, q: int, partition: bool) -> TestResult:
+    U = res.score
+    if kind in ("hessian", "opg", "expected"):
+        m = {"hessian": res.information, "opg": res.opg, "expected": res.expected_information}
+        m_inv, _ = psd_inverse(m[kind])
+        stat = U @ m_inv @ U
+    else:
+        held = np.flatnonzero(~np.asarray(res.free))
+        bread, _ = psd_inverse(res.information)
+        V, _ = covariance(kind, res.information, res.opg, res.meat, res.score_groups)
+        a = (bread @ U)[held]
+        v_inv, _ = psd_inverse(V[held][:, held])
+        stat = a @ v_inv @ a
+    label = {"hessian": "observed information", "opg": "OPG", "expected": "expected information"}
+    return _chi2_test(stat, q, "Score (LM)", "", label.get(kind, f"robust, {kind}"))
+
+
+def _score_separate(restricted, logpdf, theta, data, kind, fixed, fit_options):
+    from ._fit import fit
+
+    if theta is None or data is None:
+        raise ValueError("pass both theta_tilde (the full parameters) and data")
+    if kind in ("sandwich", "cluster") and fixed is None:
+        raise ValueError(
+            f"the robust score test (cov={kind!r}) needs to know which parameters the restriction "
+            "holds: pass fixed=[top-level keys of theta held by the restricted model]"
+        )
+    if "max_iter" in fit_options or "cov" in fit_options:
+        raise ValueError("max_iter and cov are set by score_test; pass cov= to score_test")
+    held = None
+    if fixed is not None:
+        if isinstance(fixed, str):
+            fixed = [fixed]
+        if not isinstance(theta, dict):
+            raise TypeError("fixed= names top-level keys of theta, so theta must be a dict")
+        held = {key: theta[key] for key in fixed} if all(k in theta for k in fixed) else None
+        if held is None:
+            missing = [k for k in fixed if k not in theta]
+            raise KeyError(f"fixed names {missing}, which are not keys of theta ({list(theta)})")
+    full = fit(logpdf, theta, data, fixed=held, max_iter=0, cov=kind, **fit_options)
+    k_full = len(full.free)
+    q = k_full - restricted.n_params
+    if q <= 0:
+        raise ValueError(
+            f"the full model has {k_full} parameters and the restricted fit {restricted.n_params} "
+            "free ones: nothing is restricted"
+        )
+    if held is not None and k_full - full.n_params != q:
+        raise ValueError(
+            f"fixed={list(fixed)} holds {k_full - full.n_params} parameters, but the restricted "
+            f"fit has {restricted.n_params} of the full model's {k_full}: they must add up"
+        )
+    if not _traced(full.loglik, restricted.loglik):
+        a, b = float(full.loglik), float(restricted.loglik)
+        if not abs(a - b) <= LOGLIK_MATCH_RTOL * max(1.0, abs(b)):
+            raise ValueError(
+                f"the full model's lnL at theta_tilde is {a:.10g} but the restricted fit's is "
+                f"{b:.10g}: theta_tilde must be the restricted estimate written in the full "
+                "model's parameters, on the same data"
+            )
+    _check_score_kind(full, kind)
+    return over_batch(lambda one: _lm(one, kind, q, partition=held is not None), full)
+
+
+# ---------------------------------------------------------------- delta method
+
+
+class DeltaResult(eqx.Module):
+    """g(theta_hat) with its delta-method covariance G V G' (ravel order of g's output)."""
+
+    estimate: PyTree
+    se: PyTree
+    cov: jax.Array
+    names: tuple[str, ...] = eqx.field(static=True)
+    cov_type: str = eqx.field(static=True, default="")
+
+    def table(self, level: float = 0.95) -> dict[str, np.ndarray]:
+        if np.ndim(self.cov) > 2:
+            raise ValueError("table() needs one result, not a batch; index it first")
+        est = np.asarray(ravel_pytree(self.estimate)[0])
+        se = np.sqrt(np.diagonal(np.asarray(self.cov)))
+        z = est / se
+        q = float(ndtri(0.5 + level / 2.0))
+        p = np.asarray(2.0 * ndtr(-np.abs(z)))
+        return {
+            "estimate": est,
+            "std_err": se,
+            "z": z,
+            "p_value": p,
+            "ci_lower": est - q * se,
+            "ci_upper": est + q * se,
+        }
+
+    def conf_int(self, level: float = 0.95):
+        """Wald interval g_hat -/+ z_{(1+level)/2} se, as (lower, upper) pytrees."""
+        q = ndtri(0.5 + level / 2.0)
+        lo = jax.tree.map(lambda e, s: e - q * s, self.estimate, self.se)
+        hi = jax.tree.map(lambda e, s: e + q * s, self.estimate, self.se)
+        return lo, hi
+
+    def to_frame(self, level: float = 0.95):
+        import pandas as pd
+
+        return pd.DataFrame(self.table(level), index=pd.Index(self.names, name="quantity"))
+
+    def summary(self, level: float = 0.95) -> str:
+        t = self.table(level)
+        width = max(12, *(len(n) for n in self.names)) + 1
+        lo, hi = (1 - level) / 2, (1 + level) / 2
+        rule = "-" * (width + 70)
+        lines = [
+            f"Delta method (covariance: {self.cov_type})",
+            rule,
+            f"{'':<{width}}{'estimate':>12}{'std.err':>12}{'z':>9}{'P>|z|':>9}"
+            f"{f'[{lo:.3g}':>14}{f'{hi:.3g}]':>14}",
+            rule,
+        ]
+        for i, name in enumerate(self.names):
+            lines.append(
+                f"{name:<{width}}{t['estimate'][i]:>12.6g}{t['std_err'][i]:>12.6g}"
+                f"{t['z'][i]:>9.3f}{t['p_value'][i]:>9.4f}"
+                f"{t['ci_lower'][i]:>14.6g}{t['ci_upper'][i]:>14.6g}"
+            )
+        lines.append(rule)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary() if np.ndim(self.cov) == 2 else repr(self)
+
+
+@_host64
+def delta_method(res: FitResult, g: Callable[[PyTree], PyTree], *, cov=None) -> DeltaResult:
+    """g(theta_hat) and its covariance G V G', G = dg/dtheta' at theta_hat by autodiff.
+
+    `g` maps the params pytree to any pytree of floats; `.estimate` and `.se` have g's structure,
+    `.cov` is in ravel order of g's output. V is the fit's covariance or `cov=` another kind or a
+    (k, k) matrix. Equals R `car::deltaMethod(m, "b1/b2", vcov. = V)`, Stata `nlcom`, statsmodels
+    `res._get_wald_nonlinear(g)`.
+    """
+    if not callable(g):
+        raise TypeError(f"g must be a function of the params pytree, got {type(g).__name__}")
+    V, label = _cov_matrix(res, cov)
+    out_shape = jax.eval_shape(g, res.params if not np.ndim(res.status) else res[0].params)
+    base = _g_name(g)
+    names = parameter_names(out_shape)
+    if not jax.tree_util.tree_flatten_with_path(out_shape)[0][0][0]:  # a bare array: no path
+        names = tuple(base + n[len("theta") :] for n in names)
+
+    def one(fit, v):
+        flat = _flat_g(g, fit)
+        theta = ravel_pytree(fit.params)[0]
+        G = jnp.atleast_2d(jax.jacfwd(flat)(theta))
+        val = flat(theta)
+        c = G @ v @ G.T
+        c = 0.5 * (c + c.T)
+        unravel = ravel_pytree(g(fit.params))[1]
+        return DeltaResult(
+            estimate=unravel(val),
+            se=unravel(jnp.sqrt(jnp.diagonal(c))),
+            cov=c,
+            names=names,
+            cov_type=label,
+        )
+
+    return over_batch(one, res, V) if np.ndim(res.status) else one(res, V)
+
+
+# ---------------------------------------------------------------- comparison table
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelComparison:
+    """lnL, k, N, AIC, BIC of several fits, and the LR test of each against the previous one."""
+
+    names: tuple[str, ...]
+    loglik: np.ndarray
+    k: np.ndarray
+    n_obs: np.ndarray
+    aic: np.ndarray
+    bic: np.ndarray
+    lr: np.ndarray
+    df: np.ndarray
+    pvalue: np.ndarray
+
+    def to_frame(self):
+        import pandas as pd
+
+        cols = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)[1:]}
+        return pd.DataFrame(cols, index=pd.Index(self.names, name="model"))
+
+    def __str__(self) -> str:
+        width = max(8, *(len(n) for n in self.names)) + 1
+        head = f"{'':<{width}}{'lnL':>14}{'k':>5}{'N':>9}{'AIC':>13}{'BIC':>13}"
+        head += f"{'LR':>11}{'df':>5}{'P>chi2':>10}"
+        lines = [head, "-" * len(head)]
+        for i, name in enumerate(self.names):
+            row = f"{name:<{width}}{self.loglik[i]:>14.6f}{self.k[i]:>5d}{self.n_obs[i]:>9.6g}"
+            row += f"{self.aic[i]:>13.4f}{self.bic[i]:>13.4f}"
+            if np.isfinite(self.lr[i]):
+                row += f"{self.lr[i]:>11.4f}{int(self.df[i]):>5d}{self.pvalue[i]:>10.4g}"
+            lines.append(row)
+        lines.append("LR: each model against the previous one, df = |k difference| (lmtest::lrtest)")
+        return "\n".join(lines)
+
+
+def compare(*fits: FitResult, names: Sequence[str] | None = None) -> ModelComparison:
+    """Information criteria and sequential LR tests for fits of the same data.
+
+    AIC = -2 lnL + 2k, BIC = -2 lnL + k ln N (k free parameters). Row i > 0 carries the LR test
+    against row i - 1: LR = 2 |lnL_i - lnL_{i-1}|, df = |k_i - k_{i-1}|, NaN where k is equal
+    (not nested). Equals R `lmtest::lrtest(m1, m2, m3)` with `AIC(m1, m2, m3)`, `BIC(...)`.
+    `compare({"null": r0, "full": r1})` names the rows.
+    """
+    if len(fits) == 1 and isinstance(fits[0], dict):
+        names = tuple(fits[0]) if names is None else names
+        fits = tuple(fits[0].values())
+    elif len(fits) == 1 and isinstance(fits[0], (list, tuple)):
+        fits = tuple(fits[0])
+    if len(fits) < 1 or not all(isinstance(f, FitResult) for f in fits):
+        raise TypeError("compare takes FitResults: compare(fit1, fit2, ...)")
+    names = tuple(f"model {i + 1}" for i in range(len(fits))) if names is None else tuple(names)
+    if len(names) != len(fits):
+        raise ValueError(f"{len(names)} names for {len(fits)} fits")
+    for f in fits:
+        if np.ndim(f.status):
+            raise ValueError("compare takes single fits, not batches; index them first")
+    n = np.array([float(f.n_obs) for f in fits])
+    if not np.all(n == n[0]):
+        raise ValueError(
+            f"the fits are on different data (N = {n.tolist()}); information criteria and LR "
+            "tests compare models of the same observations"
+        )
+    for a, b in zip(fits, fits[1:], strict=False):
+        if a.n_params != b.n_params:
+            pair = (a, b) if a.n_params < b.n_params else (b, a)
+            _check_same_data(*pair)
+    ll = np.array([float(f.loglik) for f in fits])
+    k = np.array([f.n_params for f in fits])
+    lr = np.full(len(fits), np.nan)
+    df = np.zeros(len(fits), dtype=int)
+    p = np.full(len(fits), np.nan)
+    for i in range(1, len(fits)):
+        df[i] = abs(k[i] - k[i - 1])
+        if df[i]:
+            lr[i] = 2.0 * abs(ll[i] - ll[i - 1])
+            with jax.enable_x64(True):
+                p[i] = float(chi2_sf(jnp.asarray(lr[i], jnp.float64), df[i]))
+    return ModelComparison(
+        names=names,
+        loglik=ll,
+        k=k,
+        n_obs=n,
+        aic=-2.0 * ll + 2.0 * k,
+        bic=-2.0 * ll + np.log(n) * k,
+        lr=lr,
+        df=df,
+        pvalue=p,
+    )
+
+
+# ---------------------------------------------------------------- profile likelihood
+
+
+class ProfileInterval(tuple):
+    """(lower, upper) profile-likelihood interval; `.open_lower`/`.open_upper` and `.note` say in
+    words when the profile never crosses the cut-off on a side (that end is the end of the
+    parameter's range: -inf/+inf, or the bound of its transform)."""
+
+    def __new__(cls, lower, upper, *, name, level, open_lower, open_upper, note):
+        self = super().__new__(cls, (lower, upper))
+        self.lower, self.upper, self.name, self.level = lower, upper, name, level
+        self.open_lower, self.open_upper, self.note = open_lower, open_upper, note
+        return self
+
+    def __repr__(self) -> str:
+        text = f"ProfileInterval({self.name}, {self.level:g}: lower={self.lower!r}, "
+        text += f"upper={self.upper!r})"
+        return text + (f"  # {self.note}" if self.note else "")
+
+
+class _Profile:
+    """The profile log-likelihood of one parameter, on its unconstrained scale u.
+
+    lnL_p(t) = max over the others of lnL with theta_j = t: one refit per t through the same
+    compiled program (held parameter mask), warm-started from the nearest t already done.
+    """
+
+    def __init__(self, res: FitResult, name):
+        _require_single_host(res, "profile_ci")
+        self.j = j = _name_index(res, name)
+        self.name = res.names[j]
+        if not res.free[j]:
+            raise ValueError(f"{self.name} is held fixed in this fit: it has no profile")
+        if not bool(res.converged):
+            raise ValueError(
+                f"a profile needs a converged fit to start from; this one: {res.message}"
+            )
+        self.res = res
+        self.bounds = profile_scale(res, j)
+        transforms = getattr(res.context, "transforms", None)
+        coef = res.coef
+        all_bounds = (
+            transforms.flat_bounds(res.params) if transforms is not None else (Bounds(),) * len(coef)
+        )
+        self.coef_u = np.asarray(flat_inverse(all_bounds, coef))
+        self.u_hat = float(self.coef_u[j])
+        du_dx = float(_derivatives((self.bounds,), coef[j : j + 1])[0][0])
+        se_u = float(np.sqrt(np.asarray(res.cov)[j, j])) * abs(du_dx)
+        self.se_u = se_u if np.isfinite(se_u) and se_u > 0 else 0.1 * max(1.0, abs(self.u_hat))
+        self.mask = tuple(bool(f) and i != j for i, f in enumerate(res.free))
+        self.loglik_hat = float(res.loglik)
+        self.points: dict[float, tuple[float, np.ndarray]] = {
+            self.u_hat: (self.loglik_hat, self.coef_u)
+        }
+        self.notes: list[str] = []
+
+    def natural(self, t: float) -> float:
+        with jax.enable_x64(True):
+            return float(self.bounds.forward(jnp.asarray(t, jnp.float64)))
+
+    def _refit(self, t, start):
+        from ._fit import refit
+
+        theta0 = np.array(start, dtype=float)
+        theta0[self.j] = t
+        if any(self.mask):
+            out = refit(self.res, theta0=theta0, free=self.mask)
+        else:  # nothing else to maximise over: lnL at theta0 (no iterations)
+            out = refit(self.res, theta0=theta0, free=self.res.free, max_iter=0)
+            return float(out.loglik), np.asarray(theta0), Status.SUCCESSFUL
+        return float(out.loglik), np.asarray(out.coef), Status(int(out.status))
+
+    def __call__(self, t: float) -> float:
+        """lnL_p(t); -inf where lnL is not finite (outside the parameter's range)."""
+        t = float(t)
+        if t in self.points:
+            return self.points[t][0]
+        near = min(self.points, key=lambda s: abs(s - t))
+        ll, coef, status = self._refit(t, self.points[near][1])
+        if status not in _USABLE and near != self.u_hat:  # retry from the estimate
+            ll2, coef2, status2 = self._refit(t, self.coef_u)
+            if status2 in _USABLE or (np.isfinite(ll2) and not ll2 < ll):
+                ll, coef, status = ll2, coef2, status2
+        if not np.isfinite(ll):
+            return -math.inf
+        if status not in _USABLE:
+            self.notes.append(
+                f"the re-maximisation at {self.name} = {self.natural(t):.6g} ended with "
+                f"'{status.name.lower()}': the profile there may be too low"
+            )
+        self.points[t] = (ll, coef)
+        return ll
+
+    def bound(self, side: int, cut: float):
+        """(u bound, open?, note) on one side (-1 lower, +1 upper)."""
+        from scipy.optimize import brentq
+
+        target = self.loglik_hat - cut
+        h = math.sqrt(2.0 * cut) * self.se_u
+        t_in, prev, step = self.u_hat, self.loglik_hat, h
+        where = "below" if side < 0 else "above"
+        for m in range(MAX_DOUBLINGS + 1):
+            t = self.u_hat + side * step
+            ll = self(t)
+            if ll == -math.inf:
+                edge_in, edge_out = t_in, t
+                while abs(edge_out - edge_in) > 1e-12 * max(1.0, abs(edge_out)):
+                    mid = 0.5 * (edge_in + edge_out)
+                    llm = self(mid)
+                    if llm == -math.inf:
+                        edge_out = mid
+                    elif llm < target:
+                        t_in, t = edge_in, mid
+                        break
+                    else:
+                        edge_in = mid
+                else:
+                    note = (
+                        f"open {where}: lnL is not finite beyond {self.name} = "
+                        f"{self.natural(edge_in):.6g} and the profile is still above the cut-off there"
+                    )
+                    return side * math.inf, True, note
+                break
+            if ll < target:
+                break
+            if m >= 2 and abs(ll - prev) <= FLAT_RTOL * (1.0 + abs(ll)):
+                note = (
+                    f"open {where}: the profile levels off at lnL_hat - {self.loglik_hat - ll:.4g}, "
+                    f"above the cut-off lnL_hat - {cut:.4g} (from {self.name} = "
+                    f"{self.natural(t):.6g} on)"
+                )
+                return side * math.inf, True, note
+            t_in, prev, step = t, ll, 2.0 * step
+        else:
+            note = (
+                f"open {where}: the profile stays above the cut-off up to {self.name} = "
+                f"{self.natural(t):.6g} ({2**MAX_DOUBLINGS} Wald half-widths from the estimate)"
+            )
+            return side * math.inf, True, note
+        lo, hi = sorted((t_in, t))
+        root = brentq(
+            lambda s: self(s) - target, lo, hi, xtol=PROFILE_XTOL * h, rtol=1e-14, maxiter=200
+        )
+        return root, False, ""
+
+
+def _cutoff(level: float) -> float:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    return 0.5 * float(ndtri(0.5 + 0.5 * level)) ** 2  # chi2_{1,level} / 2
+
+
+@_host64
+def profile_ci(res: FitResult, name: str, level: float = 0.95) -> ProfileInterval:
+    """Profile-likelihood interval for one parameter, named as in `summary()`.
+
+    {t : 2 (lnL_hat - lnL_p(t)) <= chi2_{1,level}}, lnL_p(t) = max over the others of lnL with
+    the parameter at t; each bound by a bracketing root search (Brent), refitting the others
+    (warm-started, one compile). A side where the profile never drops below the cut-off within the
+    parameter's range is open: that end is -inf/+inf (or the bound of its transform) and `.note`
+    says why. Unlike the Wald interval theta_hat -/+ z se, it is invariant to reparametrisation
+    and follows a skewed likelihood. Equals R `confint(profile(m))` (MASS, bbmle
+    `confint(m, method = "uniroot")`), Stata `pllf`.
+    """
+    prof = _Profile(res, name)
+    return _interval(prof, level)
+
+
+def _interval(prof: _Profile, level: float) -> ProfileInterval:
+    cut = _cutoff(level)
+    out = []
+    for side in (-1, 1):
+        t, is_open, note = prof.bound(side, cut)
+        value = (prof.bounds.lower if side < 0 else prof.bounds.upper) if is_open else t
+        out.append((value if is_open else prof.natural(t), is_open, note))
+    notes = "; ".join([n for _, _, n in out if n] + list(dict.fromkeys(prof.notes)))
+    return ProfileInterval(
+        out[0][0],
+        out[1][0],
+        name=prof.name,
+        level=level,
+        open_lower=out[0][1],
+        open_upper=out[1][1],
+        note=notes,
+    )
+
+
+@_host64
+def profile_loglik(res: FitResult, name: str, values) -> np.ndarray:
+    """lnL_p at each natural value in `values` (host; -inf outside the parameter's range)."""
+    prof = _Profile(res, name)
+    return _profile_values(prof, np.asarray(values, dtype=float))
+
+
+def _profile_values(prof: _Profile, values: np.ndarray) -> np.ndarray:
+    with jax.enable_x64(True):
+        u = np.asarray(prof.bounds.inverse(jnp.asarray(values, jnp.float64)))
+    out = np.full(values.shape, -np.inf)
+    order = np.argsort(np.abs(u - prof.u_hat), kind="stable")  # outward: warm starts stay close
+    for i in order.ravel():
+        if np.isfinite(u.flat[i]):
+            out.flat[i] = prof(u.flat[i])
+    return out
+
+
+@_host64
+def profile_plot(res: FitResult, name: str, level: float = 0.95, *, ax=None, n_points: int = 41):
+    """Draw lnL_p with the cut-off lnL_hat - chi2_{1,level}/2, the profile interval and, dotted,
+    the Wald quadratic lnL_hat - (t - theta_hat)^2 / (2 se^2). Needs matplotlib; returns the Axes."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("profile_plot needs matplotlib: pip install 'jaxmle[plot]'") from e
+    prof = _Profile(res, name)
+    ci = _interval(prof, level)
+    cut = _cutoff(level)
+    with jax.enable_x64(True):
+        lo_u, hi_u = (
+            float(prof.bounds.inverse(jnp.asarray(v, jnp.float64))) for v in (ci.lower, ci.upper)
+        )
+    reach = 2.0 * math.sqrt(2.0 * cut) * prof.se_u
+    lo_u = prof.u_hat - reach if ci.open_lower else lo_u - 0.25 * (prof.u_hat - lo_u)
+    hi_u = prof.u_hat + reach if ci.open_upper else hi_u + 0.25 * (hi_u - prof.u_hat)
+    grid_u = np.linspace(lo_u, hi_u, n_points)
+    grid = np.array([prof.natural(t) for t in grid_u])
+    ll = _profile_values(prof, grid)
+    if ax is None:
+        _, ax = plt.subplots()
+    ax.plot(grid, ll, color="C0", label="profile lnL")
+    x_hat = float(res.coef[prof.j])
+    se = float(np.sqrt(np.asarray(res.cov)[prof.j, prof.j]))
+    ax.plot(
+        grid,
+        prof.loglik_hat - 0.5 * ((grid - x_hat) / se) ** 2,
+        color="0.5",
+        linestyle=":",
+        label="Wald quadratic",
+    )
+    ax.axhline(prof.loglik_hat - cut, color="C3", linestyle="--", label=f"cut-off ({level:g})")
+    for v, is_open in ((ci.lower, ci.open_lower), (ci.upper, ci.open_upper)):
+        if not is_open:
+            ax.axvline(v, color="C3", linewidth=0.8)
+    ax.set_xlabel(prof.name)
+    ax.set_ylabel("profile log-likelihood")
+    ax.set_title(f"{prof.name}: {level:g} profile interval [{ci.lower:.4g}, {ci.upper:.4g}]")
+    ax.legend()
+    return ax
