@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -59,11 +60,7 @@ def _host64(fn):
     @functools.wraps(fn)
     def wrapper(res, *args, **kwargs):
         leaf = getattr(res, "loglik", None)
-        if (
-            leaf is not None
-            and leaf.dtype == jnp.float64
-            and not isinstance(leaf, jax.core.Tracer)
-        ):
+        if leaf is not None and leaf.dtype == jnp.float64 and not isinstance(leaf, jax.core.Tracer):
             with jax.enable_x64(True):
                 return fn(res, *args, **kwargs)
         return fn(res, *args, **kwargs)
@@ -109,7 +106,9 @@ class TestResult(eqx.Module):
         what = f" of {self.hypothesis}" if self.hypothesis else ""
         if np.ndim(self.statistic):
             rate = float(np.mean(np.asarray(self.pvalue) < 0.05))
-            return f"{head}{what}: batch {np.shape(self.statistic)}, rejection rate at 5% {rate:.4f}"
+            return (
+                f"{head}{what}: batch {np.shape(self.statistic)}, rejection rate at 5% {rate:.4f}"
+            )
         return (
             f"{head}{what}: chi2({int(self.df)}) = {float(self.statistic):.6g}, "
             f"P > chi2 = {float(self.pvalue):.4g}"
@@ -184,8 +183,7 @@ _NAME_CHARS = re.compile(r"[\w.\[]")
 def _split_restrictions(text: str) -> list[str]:
     parts, depth, cur = [], 0, ""
     for ch in text:
-        depth += ch in "[(" and 1 or 0
-        depth -= ch in "])" and 1 or 0
+        depth += (ch in "[(") - (ch in "])")
         if depth == 0 and ch in ",;\n":
             parts.append(cur)
             cur = ""
@@ -383,8 +381,8 @@ def _check_rank(R, r, labels):
                 )
             raise ValueError(
                 f"the restrictions are inconsistent: {labels[i]!r} contradicts the ones before it "
-                f"(they imply {_format_row(R[i], implied, [''] * 0 or labels and None) if False else 'a different value'}: "
-                f"{implied:g} instead of {r[i]:g}); no parameter value satisfies them all"
+                f"(they imply its left side is {implied:g}, not {r[i]:g}); no parameter value "
+                "satisfies them all"
             )
 
 
@@ -440,7 +438,9 @@ def _flat_g(g, res):
     def flat(theta):
         out = g(unravel(theta))
         leaves = jax.tree.leaves(out)
-        if not leaves or not all(jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) for x in leaves):
+        if not leaves or not all(
+            jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) for x in leaves
+        ):
             raise TypeError("g(params) must return a pytree of floating-point arrays")
         return ravel_pytree(out)[0]
 
@@ -462,7 +462,9 @@ def _wald_nonlinear(res, g, r, V, label):
         diff = val - r_
         if not _traced(G):
             _check_jacobian(np.asarray(G), fit, name)
-        return _chi2_test(diff @ w_inv @ diff, q, "Wald (delta method)", f"{name}(theta) = r", label)
+        return _chi2_test(
+            diff @ w_inv @ diff, q, "Wald (delta method)", f"{name}(theta) = r", label
+        )
 
     return over_batch(one, res, V) if np.ndim(res.status) else one(res, V)
 
@@ -606,9 +608,9 @@ def score_test(
 def _check_score_kind(res: FitResult, kind: str) -> None:
     if kind == "cluster" and res.score_groups.shape[-2] == 0:
         raise ValueError("cov='cluster' needs cluster ids: fit with groups=...")
-    if kind == "expected" and not _traced(res.expected_information):
-        if not np.isfinite(np.asarray(res.expected_information)).all():
-            raise ValueError("cov='expected' needs a fit with expected=(predict, fisher)")
+    info = res.expected_information
+    if kind == "expected" and not _traced(info) and not np.isfinite(np.asarray(info)).all():
+        raise ValueError("cov='expected' needs a fit with expected=(predict, fisher)")
 
 
 def _lm(res: FitResult, kind: str, q: int, partition: bool) -> TestResult:
@@ -812,7 +814,9 @@ class ModelComparison:
             if np.isfinite(self.lr[i]):
                 row += f"{self.lr[i]:>11.4f}{int(self.df[i]):>5d}{self.pvalue[i]:>10.4g}"
             lines.append(row)
-        lines.append("LR: each model against the previous one, df = |k difference| (lmtest::lrtest)")
+        lines.append(
+            "LR: each model against the previous one, df = |k difference| (lmtest::lrtest)"
+        )
         return "\n".join(lines)
 
 
@@ -843,7 +847,7 @@ def compare(*fits: FitResult, names: Sequence[str] | None = None) -> ModelCompar
             f"the fits are on different data (N = {n.tolist()}); information criteria and LR "
             "tests compare models of the same observations"
         )
-    for a, b in zip(fits, fits[1:], strict=False):
+    for a, b in itertools.pairwise(fits):
         if a.n_params != b.n_params:
             pair = (a, b) if a.n_params < b.n_params else (b, a)
             _check_same_data(*pair)
@@ -913,7 +917,9 @@ class _Profile:
         transforms = getattr(res.context, "transforms", None)
         coef = res.coef
         all_bounds = (
-            transforms.flat_bounds(res.params) if transforms is not None else (Bounds(),) * len(coef)
+            transforms.flat_bounds(res.params)
+            if transforms is not None
+            else (Bounds(),) * len(coef)
         )
         self.coef_u = np.asarray(flat_inverse(all_bounds, coef))
         self.u_hat = float(self.coef_u[j])

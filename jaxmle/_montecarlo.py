@@ -383,6 +383,7 @@ def monte_carlo(
     tol: float | None = None,
     chunk_size: int | None = None,
     batch_size: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
     progress: bool = True,
     dtype=None,
 ) -> MonteCarloResult:
@@ -408,7 +409,11 @@ def monte_carlo(
       groups: cluster codes for cov="cluster": a top-level key of the simulated data, or
         `groups(data) -> (N,)` integer codes 0..G-1; needs the static `n_groups=G`.
       batch_size: replications per compiled call. Default: on CPU ~4 MiB of simulated data per
-        batch (cache-sized), on an accelerator ~256 MiB; capped by the free memory.
+        batch (cache-sized), on an accelerator ~256 MiB; refused (MemoryError, with a size that
+        fits) when one batch would need more than half the free memory.
+      devices: where batches run (default: every local device). With several, each batch is
+        split over them, one compiled SPMD program. On CPU, to use every core, start Python with
+        XLA_FLAGS=--xla_force_host_platform_device_count=<cores> (set before JAX is imported).
       progress: show a tqdm progress bar over batches.
 
     Returns a `MonteCarloResult` with the per-replication estimates, SEs, test statistics and
@@ -421,7 +426,8 @@ def monte_carlo(
     with scope:
         return _monte_carlo(
             simulate, logpdf, theta_true, n_reps, key, init, covs, fixed, level, method,
-            expected, groups, n_groups, max_iter, tol, chunk_size, batch_size, progress, dtype,
+            expected, groups, n_groups, max_iter, tol, chunk_size, batch_size, devices, progress,
+            dtype,
         )  # fmt: skip
 
 
@@ -443,6 +449,7 @@ def _monte_carlo(
     tol,
     chunk_size,
     batch_size,
+    devices,
     progress,
     dtype,
 ):
@@ -485,31 +492,35 @@ def _monte_carlo(
         restricted_idx=restricted_idx, groups=groups, n_groups=n_groups, method=method,
         expected=expected, max_iter=max_iter, tol=tol, chunk_size=chunk_size, dtype=dtype.name,
     )  # fmt: skip
-    keys = jax.random.split(key, n_reps)
-    batch_size = _batch_size(batch_size, n_reps, data_shape)
+    devices = _devices(devices)
+    batch_size = _batch_size(batch_size, n_reps, data_shape, len(devices))
     n_batches = -(-n_reps // batch_size)
+    keys = jax.random.split(key, n_reps)
     pad = n_batches * batch_size - n_reps
     if pad:  # copies of the final key; their replications are dropped below
         keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)])
-
-    args = (theta_true, init, fixed_values)
-    compiled = _compile(model, keys[:batch_size], args, batch_size)
+    place = _placement(devices)
+    args = jax.device_put((theta_true, init, fixed_values), place(replicated=True))
+    compiled = _compile(model, jax.device_put(keys[:batch_size], place()), args, devices)
 
     from tqdm.auto import tqdm
+
+    def launch(b):
+        return compiled(jax.device_put(keys[b * batch_size : (b + 1) * batch_size], place()), *args)
 
     outs, n_failed = [], 0
     with tqdm(
         total=n_reps, desc="monte_carlo", unit="rep", disable=not progress, leave=False
     ) as bar:
-        # one batch in flight ahead of the one being read back: the host work overlaps the device's
-        pending = compiled(keys[:batch_size], *args)
+        # one batch in flight ahead of the one being read back: host work overlaps device work
+        pending = launch(0)
         for b in range(n_batches):
             current = pending
             if b + 1 < n_batches:
-                pending = compiled(keys[(b + 1) * batch_size : (b + 2) * batch_size], *args)
+                pending = launch(b + 1)
             host = jax.device_get(current)
             outs.append(host)
-            n_failed += int(np.sum(host["status"] != Status.SUCCESSFUL))
+            n_failed += int(np.sum(host["status"][: n_reps - b * batch_size] != 0))
             bar.update(min(batch_size, n_reps - b * batch_size))
             bar.set_postfix(failed=n_failed, refresh=False)
     stacked = jax.tree.map(lambda *xs: np.concatenate(xs)[:n_reps], *outs)
@@ -675,28 +686,54 @@ def _available_bytes(device) -> int | None:
         return None
 
 
-def _batch_size(batch_size, n_reps, data_shape) -> int:
-    if batch_size is not None:
-        return int(min(batch_size, n_reps))
-    rep_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(data_shape))
-    target = _CPU_BATCH_BYTES if jax.default_backend() == "cpu" else _ACCELERATOR_BATCH_BYTES
-    size = int(np.clip(target // max(rep_bytes, 1), 8, _MAX_BATCH))
-    size = min(size, n_reps)
-    # spread the replications evenly, so the padding of the last batch is small
-    return -(-n_reps // -(-n_reps // size))
+def _devices(devices) -> list:
+    if devices is None:
+        return jax.local_devices()
+    devices = [devices] if isinstance(devices, jax.Device) else list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError(f"devices must be jax devices (e.g. jax.devices()), got {devices!r}")
+    return devices
 
 
-def _compile(model: _Model, keys, args, batch_size):
+def _placement(devices):
+    """place(replicated=False): the sharding of a batch (split over devices) or of a constant."""
+    if len(devices) == 1:
+        return lambda replicated=False: devices[0]
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("rep",))
+    spec = jax.sharding.PartitionSpec
+
+    def place(replicated=False):
+        return jax.sharding.NamedSharding(mesh, spec() if replicated else spec("rep"))
+
+    return place
+
+
+def _batch_size(batch_size, n_reps, data_shape, n_devices) -> int:
+    """Replications per batch: given, or cache/memory-sized; a multiple of the device count."""
+    if batch_size is None:
+        rep_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(data_shape))
+        target = _CPU_BATCH_BYTES if jax.default_backend() == "cpu" else _ACCELERATOR_BATCH_BYTES
+        size = int(np.clip(target // max(rep_bytes, 1), 8, _MAX_BATCH)) * n_devices
+        size = min(size, n_reps)
+        # spread the replications evenly, so the padding of the last batch is small
+        batch_size = -(-n_reps // -(-n_reps // size))
+    else:
+        batch_size = min(int(batch_size), n_reps)
+    return -(-batch_size // n_devices) * n_devices
+
+
+def _compile(model: _Model, keys, args, devices):
     """The batch program, compiled once; refuses a batch that would not fit in free memory."""
-    lowered = _batch.lower(keys, *args, model=model)
-    compiled = lowered.compile()
+    compiled = _batch.lower(keys, *args, model=model).compile()
     need = _program_bytes(compiled)
-    free = _available_bytes(keys.devices().pop() if hasattr(keys, "devices") else jax.devices()[0])
+    free = _available_bytes(devices[0])
     if need is not None and free is not None and need > _MEMORY_SHARE * free:
-        fits = max(1, int(batch_size * _MEMORY_SHARE * free / need))
+        size = keys.shape[0]
+        fits = max(1, int(size * _MEMORY_SHARE * free / need))
         raise MemoryError(
-            f"one batch of {batch_size} replications needs ~{need / 2**30:.2f} GiB, more than "
-            f"{_MEMORY_SHARE:.0%} of the {free / 2**30:.2f} GiB free; pass batch_size={fits} or less"
+            f"one batch of {size} replications needs ~{need / 2**30:.2f} GiB per device, more "
+            f"than {_MEMORY_SHARE:.0%} of the {free / 2**30:.2f} GiB free; pass "
+            f"batch_size={fits} or less"
         )
     return compiled
 
