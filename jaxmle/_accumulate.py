@@ -29,13 +29,25 @@ _TARGET_CHUNK_BYTES = 16 * 2**20
 _MIN_CHUNK = 1024
 
 
+class HostData:
+    """Data that stay in host (numpy) memory and stream to the device one chunk at a time.
+
+    Hashed by identity: it is part of the static layout, so fits of the same arrays share one
+    compiled program.
+    """
+
+    def __init__(self, data: PyTree):
+        self.data = data
+
+
 class Layout(NamedTuple):
-    """Where the rows live and how they are walked: rows per chunk, and the device mesh (or None)
-    whose axis `axis` splits the observations."""
+    """Where the rows live and how they are walked: rows per chunk, the device mesh (or None) whose
+    axis `axis` splits the observations, or `host` data streamed from numpy for every pass."""
 
     chunk_size: int
     mesh: Any = None
     axis: str | None = None
+    host: HostData | None = None
 
 
 def leading_length(tree: PyTree) -> int:
@@ -58,7 +70,7 @@ def chunked_sum(
 ) -> PyTree:
     """sum over rows of fn's mask-weighted chunk sums, over every device of `layout.mesh`."""
     if layout.mesh is None:
-        return _local_sum(fn, batch, layout.chunk_size, dtype)
+        return _local_sum(fn, batch, layout.chunk_size, dtype, layout.host)
     spec = jax.sharding.PartitionSpec(layout.axis)
 
     def local(b):
@@ -73,26 +85,44 @@ def chunked_sum(
     )(batch)
 
 
-def _local_sum(fn, batch, chunk_size: int, dtype) -> PyTree:
+def _local_sum(fn, batch, chunk_size: int, dtype, host: HostData | None = None) -> PyTree:
     """sum over chunks c of fn(batch[c], mask_c), where fn returns a pytree of mask-weighted sums.
 
     The chunks are `dynamic_slice`s of the original arrays inside one `fori_loop` (no padded or
     reshaped copy of the data). When chunk_size does not divide N, the last chunk is the last
     chunk_size rows, and `mask_c` (1 for rows this chunk owns, 0 for rows the previous chunk already
     summed) keeps every row counted once, so `fn` appears once in the compiled program.
+
+    With `host`, `batch.data` is None and each chunk of the data is copied from host memory by a
+    callback inside the loop (weights and cluster codes, N-vectors, stay on the device).
     """
-    n = leading_length(batch)
-    if chunk_size >= n:
-        return fn(batch, jnp.ones(n, dtype))
+    n = leading_length(host.data if host is not None else batch)
+    chunk_size = min(chunk_size, n)
     n_chunks = -(-n // chunk_size)
     rows = jnp.arange(chunk_size)
 
     def term(i):
         start = jnp.minimum(i * chunk_size, n - chunk_size)
         chunk = jax.tree.map(lambda x: lax.dynamic_slice_in_dim(x, start, chunk_size), batch)
+        if host is not None:
+            chunk = chunk._replace(data=_fetch(host, start, chunk_size))
         mask = (start + rows >= i * chunk_size).astype(dtype)
         return fn(chunk, mask)
+
+    if n_chunks == 1:
+        return term(0)
 
     shapes = jax.eval_shape(term, 0)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     return lax.fori_loop(0, n_chunks, lambda i, acc: jax.tree.map(jnp.add, acc, term(i)), zeros)
+
+
+def _fetch(host: HostData, start, size: int) -> PyTree:
+    """Rows [start, start + size) of the host data, copied to the device by a callback."""
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct((size, *x.shape[1:]), x.dtype), host.data)
+
+    def take(s):
+        s = int(s)
+        return jax.tree.map(lambda x: x[s : s + size], host.data)
+
+    return jax.pure_callback(take, shapes, start, vmap_method="sequential")

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._accumulate import Layout, auto_chunk_size
+from ._accumulate import HostData, Layout, auto_chunk_size
 from ._covariance import KINDS, covariance, psd_inverse
 from ._objective import Batch, Objective
 from ._results import MESSAGES, FitResult, Status, _embed_block, _fields, parameter_names
@@ -65,6 +65,7 @@ def fit(
     tol: float | None = None,
     chunk_size: int | None = None,
     devices=None,
+    stream: bool = False,
     dtype=None,
     throw: bool = False,
 ) -> FitResult:
@@ -100,6 +101,9 @@ def fit(
         summing its rows, one all-reduce per pass; rows are padded with zero weight to a multiple of
         the device count. Data already placed with `jax.device_put(data, NamedSharding(mesh,
         P("obs")))` are fitted where they lie without this option.
+      stream: keep the data in host (numpy) memory and copy one chunk at a time to the device on
+        every pass, for data larger than device memory (a GPU's); the weights and cluster codes
+        (N-vectors) stay on the device. Same results as the in-memory fit.
       dtype: "float64" (default, whatever the global JAX setting), or "float32": data and the
         per-chunk log-densities and derivatives in float32 (half the memory traffic; the GPU path),
         sums across chunks, the solves and the results in float64.
@@ -135,7 +139,7 @@ def fit(
     with scope:
         return _fit(
             logpdf, init, data, groups, n_groups, weights, weight_kind, fixed, expected, method,
-            cov, max_iter, float(tol), chunk_size, devices, dtype, throw, traced,
+            cov, max_iter, float(tol), chunk_size, devices, stream, dtype, throw, traced,
         )  # fmt: skip
 
 
@@ -155,6 +159,7 @@ def _fit(
     tol,
     chunk_size,
     devices,
+    stream,
     dtype,
     throw,
     traced,
@@ -164,13 +169,22 @@ def _fit(
     theta0, _ = jax.flatten_util.ravel_pytree(init)
     leaves, treedef = jax.tree.flatten(init)
     spec = ParamSpec(treedef, tuple(tuple(np.shape(x)) for x in leaves))
-    data, n = _prepare_data(data, dtype, traced)
+    if stream and (traced or devices is not None):
+        raise ValueError(
+            "stream=True streams host data to one device: not under jit, not with devices="
+        )
+    data, n = _prepare_data(data, dtype, traced, on_host=stream)
     weights = _prepare_weights(weights, n, solve_dtype, traced)
     groups, n_groups = _prepare_groups(groups, n_groups, n, traced)
     _check_logpdf(logpdf, init, data)
     if not (chunk_size is None or (isinstance(chunk_size, int) and chunk_size > 0)):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    data, weights, groups, layout = _place(data, weights, groups, devices, n, chunk_size, traced)
+    if stream:
+        layout = Layout(chunk_size, host=HostData(data))
+    else:
+        data, weights, groups, layout = _place(
+            data, weights, groups, devices, n, chunk_size, traced
+        )
     if layout.chunk_size is None:
         local = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(
@@ -184,6 +198,7 @@ def _fit(
         logpdf=logpdf, spec=spec, names=parameter_names(init), data=data, weights=weights,
         groups=groups, n_groups=n_groups, weight_kind=weight_kind, expected=expected,
         method=method, cov=cov, max_iter=max_iter, tol=tol, layout=layout, n_rows=n,
+        device_data=None if stream else data,
         dtype=solve_dtype, compute_dtype=None if dtype == solve_dtype else dtype,
     )  # fmt: skip
     res = _run(context, theta0, free)
@@ -221,7 +236,7 @@ class FitContext:
 def _run(context: FitContext, theta0, free) -> FitResult:
     c = context
     return _fit_compiled(
-        theta0, c.data, c.weights, c.groups, logpdf=c.logpdf, spec=c.spec, names=c.names,
+        theta0, c.device_data, c.weights, c.groups, logpdf=c.logpdf, spec=c.spec, names=c.names,
         free=free, method=c.method, cov=c.cov, max_iter=c.max_iter, tol=c.tol,
         layout=c.layout, n_rows=c.n_rows, n_groups=c.n_groups, weight_kind=c.weight_kind,
         compute_dtype=c.compute_dtype,
@@ -461,7 +476,7 @@ def _prepare_init(init, fixed, dtype):
     return init, tuple(free)
 
 
-def _prepare_data(data, dtype, traced):
+def _prepare_data(data, dtype, traced, on_host=False):
     flat, treedef = jax.tree_util.tree_flatten_with_path(data)
     if not flat:
         raise ValueError("data has no arrays")
@@ -473,10 +488,11 @@ def _prepare_data(data, dtype, traced):
                 f"{_leaf_name(path)} is a scalar; every data leaf needs a leading "
                 "observation axis N (put constants in the log-density instead)"
             )
+        xp = np if on_host else jnp
         if jnp.issubdtype(x.dtype, jnp.floating):
-            x = jnp.asarray(x, dtype)
+            x = xp.asarray(x, dtype)
         elif jnp.issubdtype(x.dtype, jnp.bool_) or jnp.issubdtype(x.dtype, jnp.integer):
-            x = jnp.asarray(x)
+            x = xp.asarray(x)
         else:
             raise TypeError(f"{_leaf_name(path)} has dtype {x.dtype}; data leaves must be numeric")
         lengths[_leaf_name(path)] = x.shape[0]

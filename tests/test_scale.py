@@ -41,3 +41,20 @@ def test_sharded_over_eight_devices_equals_one_device():
     out = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_streaming_from_host_equals_the_in_memory_fit(rng):
+    import jax.numpy as jnp
+    import numpy as np
+    from models import logit, simulate_logit
+
+    import jaxmle as jm
+
+    data = simulate_logit(rng, 5_003, 3)
+    groups = rng.integers(0, 30, size=5_003)
+    init = {"b0": 0.0, "b": jnp.zeros(3)}
+    ref = jm.fit(logit, init, data, cov="cluster", groups=groups, chunk_size=1024)
+    res = jm.fit(logit, init, data, cov="cluster", groups=groups, chunk_size=1024, stream=True)
+    for f in ("coef", "loglik", "cov", "information", "opg"):
+        np.testing.assert_allclose(getattr(res, f), getattr(ref, f), rtol=1e-13, err_msg=f)
+    assert int(res.n_iter) == int(ref.n_iter)
