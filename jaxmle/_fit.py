@@ -248,7 +248,8 @@ def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
     """Fit the same model and data again: other start values `theta0` (flat, ravel order), other
     parameters held (`free`, a tuple of bools over the flat vector; held ones stay at theta0), or
     other `options` (method, cov, max_iter, tol). One compiled program per (free, options): a
-    profile over many values of one parameter compiles once.
+    profile over many values of one parameter compiles once. It works in the parameters the program
+    optimises: for a `fit_transformed` result, the unconstrained u (theta0 and the returned fit).
     """
     if res.context is None:
         raise ValueError(
@@ -256,6 +257,11 @@ def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
             "refit from a host-side fit"
         )
     context = res.context.replace(**options) if options else res.context
+    transforms = getattr(context, "transforms", None)  # set by fit_transformed
+    if theta0 is None and transforms is not None:
+        from ._transforms import flat_inverse
+
+        theta0 = flat_inverse(transforms.flat_bounds(res.params), res.coef)
     theta0 = res.coef if theta0 is None else theta0
     free = res.free if free is None else tuple(bool(f) for f in free)
     with jax.enable_x64(True):

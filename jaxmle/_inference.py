@@ -17,12 +17,14 @@ Profile intervals refit the model (they need the data a host-side fit keeps) and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
 import itertools
 import math
 import re
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -31,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jax.scipy.special import gammaincc, ndtr, ndtri
+from jax.scipy.special import gammaincc, ndtri
 
 from ._covariance import KINDS, covariance, psd_inverse
 from ._results import FitResult, Status, parameter_names
@@ -115,34 +117,89 @@ class TestResult(eqx.Module):
         )
 
 
-def _chi2_test(stat, df, test, hypothesis="", cov_type=""):
-    stat = jnp.asarray(stat)
+def _chi2_test(stat_p, df, test, hypothesis="", cov_type=""):
+    stat, p = stat_p
     return TestResult(
         statistic=stat,
         df=jnp.asarray(df, jnp.int32),
-        pvalue=chi2_sf(jnp.maximum(stat, 0.0), df),
+        pvalue=p,
         test=test,
         hypothesis=hypothesis,
         cov_type=cov_type,
     )
 
 
+# Compiled kernels (one program per shape and static option): eager op-by-op execution of the
+# same arithmetic would compile dozens of small programs on a first call.
+
+
+def _with_pvalue(stat, df):
+    return stat, chi2_sf(jnp.maximum(stat, 0.0), df)
+
+
+@functools.partial(jax.jit, static_argnames="df")
+def _quadratic_form_test(diff, G, V, df):
+    """diff' [G V G']^-1 diff and its chi2(df) p-value."""
+    w_inv, _ = psd_inverse(G @ V @ G.T)
+    return _with_pvalue(diff @ w_inv @ diff, df)
+
+
+@functools.partial(jax.jit, static_argnames="g")
+def _g_and_jacobian(params, g):
+    """(g(params) as a pytree, flat, and G = d flat / d theta') at once."""
+    theta, unravel = ravel_pytree(params)
+
+    def flat(t):
+        return jnp.atleast_1d(ravel_pytree(g(unravel(t)))[0])
+
+    return g(params), flat(theta), jax.jacfwd(flat)(theta)
+
+
+@functools.partial(jax.jit, static_argnames="df")
+def _lr_kernel(loglik_restricted, loglik_full, df):
+    return _with_pvalue(2.0 * (loglik_full - loglik_restricted), df)
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "held", "df"))
+def _lm_kernel(score, information, opg, meat, score_groups, expected, kind, held, df):
+    if kind in ("hessian", "opg", "expected"):
+        m = {"hessian": information, "opg": opg, "expected": expected}[kind]
+        m_inv, _ = psd_inverse(m)
+        return _with_pvalue(score @ m_inv @ score, df)
+    held = np.asarray(held)
+    bread, _ = psd_inverse(information)
+    V, _ = covariance(kind, information, opg, meat, score_groups)
+    a = (bread @ score)[held]
+    v_inv, _ = psd_inverse(V[held][:, held])
+    return _with_pvalue(a @ v_inv @ a, df)
+
+
 # ---------------------------------------------------------------- shared host checks
 
 
-def _cov_matrix(res: FitResult, cov):
-    """(V, label): the fit's own cov, another kind, or a user (k, k) matrix."""
+def _cov_label(res: FitResult, cov) -> str:
+    """Check `cov=` on the host (before any work) and name it."""
     k = len(res.names)
     if cov is None:
-        return res.cov, res.cov_type
+        return res.cov_type
     if isinstance(cov, str):
         if cov not in KINDS:
             raise ValueError(f"unknown cov {cov!r}; choose one of {KINDS} or pass a (k, k) matrix")
-        return res.covariance(cov), cov
-    v = jnp.asarray(cov, res.cov.dtype)
-    if v.shape[-2:] != (k, k):
-        raise ValueError(f"cov must be a ({k}, {k}) matrix in ravel order, got shape {v.shape}")
-    return v, "user"
+        if cov == "cluster" and res.score_groups.shape[-2] == 0:
+            raise ValueError("cov='cluster' needs cluster ids: fit with groups=... first")
+        return cov
+    if np.shape(cov) != (k, k):
+        raise ValueError(f"cov must be a ({k}, {k}) matrix in ravel order, got {np.shape(cov)}")
+    return "user"
+
+
+def _cov_matrix(fit: FitResult, cov):
+    """V of one fit: its own cov, another kind (from the stored matrices), or a user matrix."""
+    if cov is None:
+        return fit.cov
+    if isinstance(cov, str):
+        return fit.covariance(cov)
+    return jnp.asarray(cov, fit.cov.dtype)
 
 
 def _name_index(res: FitResult, name: str) -> int:
@@ -153,8 +210,8 @@ def _name_index(res: FitResult, name: str) -> int:
     if name in res.names:
         return res.names.index(name)
     close = difflib.get_close_matches(str(name), res.names, n=3)
-    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-    raise KeyError(f"no parameter {name!r}{hint} The parameters are: {', '.join(res.names)}")
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    raise KeyError(f"no parameter {name!r}{hint}; the parameters are: {', '.join(res.names)}")
 
 
 def _require_single_host(res: FitResult, what: str) -> None:
@@ -265,8 +322,13 @@ class _Parser:
             self.pos += 1
             t = self._unary()
             if op == "/":
-                if t.coef.any() or t.const == 0.0:
-                    raise ValueError(f"divide only by a non-zero number in {self.where!r}")
+                if t.coef.any():
+                    raise ValueError(
+                        f"{self.where!r} divides by a parameter: restrictions given as text must "
+                        "be linear; pass a function g(params) for a nonlinear Wald test"
+                    )
+                if t.const == 0.0:
+                    raise ValueError(f"division by zero in {self.where!r}")
                 out = _Linear(out.coef / t.const, out.const / t.const)
             elif out.coef.any() and t.coef.any():
                 raise ValueError(
@@ -325,7 +387,8 @@ def parse_restrictions(text: str | Sequence[str], names: tuple[str, ...]):
         r.append(rhs.const - lhs.const)
         if not R[-1].any():
             raise ValueError(f"restriction {row!r} involves no parameter (after cancelling)")
-    return np.array(R), np.array(r)
+    labels = [" ".join(row.split()) + ("" if "=" in row else " = 0") for row in rows]
+    return np.array(R), np.array(r), labels
 
 
 def _format_row(coef, const, names) -> str:
@@ -341,7 +404,7 @@ def _format_row(coef, const, names) -> str:
     return f"{text} = {const:g}"
 
 
-def _check_linear(R, r, res: FitResult):
+def _check_linear(R, r, res: FitResult, labels=None):
     """Host checks of a concrete R: shape, finiteness, fixed parameters, rank, consistency."""
     k, names = len(res.names), res.names
     if R.ndim != 2 or R.shape[1] != k:
@@ -353,7 +416,8 @@ def _check_linear(R, r, res: FitResult):
         raise ValueError(f"r must have shape ({R.shape[0]},) to match R, got {r.shape}")
     if not (np.isfinite(R).all() and np.isfinite(r).all()):
         raise ValueError("R and r must be finite")
-    labels = [_format_row(R[i], r[i], names) for i in range(R.shape[0])]
+    if labels is None:
+        labels = [_format_row(R[i], r[i], names) for i in range(R.shape[0])]
     for i, row in enumerate(R):
         if not row.any():
             raise ValueError(f"row {i} of R is zero: it restricts nothing")
@@ -403,15 +467,14 @@ def wald_test(res: FitResult, R, r=None, *, cov=None) -> TestResult:
     `car::linearHypothesis(m, "smoke = ht", test = "Chisq")`; statsmodels
     `res.wald_test("x1 = x2", use_f=False)`; Stata `test` (chi2 form).
     """
-    V, label = _cov_matrix(res, cov)
+    label = _cov_label(res, cov)
     if callable(R) and not isinstance(R, (str, np.ndarray, jax.Array)):
-        return _wald_nonlinear(res, R, r, V, label)
+        return _wald_nonlinear(res, R, r, cov, label)
+    labels = None
     if isinstance(R, str) or (isinstance(R, (list, tuple)) and R and isinstance(R[0], str)):
-        R_, r_ = parse_restrictions(R, res.names)
         if r is not None:
             raise ValueError("r= is taken from the text; write the right-hand sides there")
-        r = r_
-        R = R_
+        R, r, labels = parse_restrictions(R, res.names)
     R = jnp.atleast_2d(jnp.asarray(R, res.cov.dtype)) if _traced(R) else np.atleast_2d(R)
     r = np.zeros(R.shape[0]) if r is None else r
     r = jnp.atleast_1d(jnp.asarray(r, res.cov.dtype)) if _traced(r) else np.atleast_1d(r)
@@ -419,54 +482,79 @@ def wald_test(res: FitResult, R, r=None, *, cov=None) -> TestResult:
         hypothesis = f"R theta = r ({R.shape[0]} restrictions)"
     else:
         R, r = np.asarray(R, float), np.asarray(r, float)
-        hypothesis = ", ".join(_check_linear(R, r, res))
+        hypothesis = ", ".join(_check_linear(R, r, res, labels))
     q = R.shape[0]
 
-    def one(fit, v):
+    def one(fit):
         theta = ravel_pytree(fit.params)[0]
         R_ = jnp.asarray(R, theta.dtype)
         diff = R_ @ theta - jnp.asarray(r, theta.dtype)
-        w_inv, _ = psd_inverse(R_ @ v @ R_.T)
-        return _chi2_test(diff @ w_inv @ diff, q, "Wald", hypothesis, label)
+        stat_p = _quadratic_form_test(diff, R_, _cov_matrix(fit, cov), q)
+        return _chi2_test(stat_p, q, "Wald", hypothesis, label)
 
-    return over_batch(one, res, V) if np.ndim(res.status) else one(res, V)
+    return over_batch(one, res)
 
 
 def _flat_g(g, res):
-    _, unravel = ravel_pytree(res.params)
+    params = res.params if not np.ndim(res.status) else res[0].params
+    _, unravel = ravel_pytree(params)
 
     def flat(theta):
-        out = g(unravel(theta))
+        return ravel_pytree(_checked_g(g)(unravel(theta)))[0]
+
+    return flat
+
+
+class _checked_g:
+    """g, raising a clear error when its output is not a pytree of floats; equal (and hashed)
+    as g itself, so the compiled kernels keyed on it are reused across calls with the same g."""
+
+    def __init__(self, g):
+        self.g = g
+
+    def __call__(self, params):
+        out = self.g(params)
         leaves = jax.tree.leaves(out)
         if not leaves or not all(
             jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) for x in leaves
         ):
             raise TypeError("g(params) must return a pytree of floating-point arrays")
-        return ravel_pytree(out)[0]
+        return out
 
-    return flat
+    def __hash__(self):
+        return hash(self.g)
+
+    def __eq__(self, other):
+        return isinstance(other, _checked_g) and self.g == other.g
 
 
-def _wald_nonlinear(res, g, r, V, label):
+def _wald_nonlinear(res, g, r, cov, label):
     name = _g_name(g)
-    q_shape = jax.eval_shape(_flat_g(g, res), ravel_pytree(res.params)[0]).shape
+    params = res.params if not np.ndim(res.status) else res[0].params
+    q_shape = jax.eval_shape(_flat_g(g, res), ravel_pytree(params)[0]).shape
     q = q_shape[0] if q_shape else 1
+    if r is None or _traced(r):
+        rhs = "0" if r is None else "r"
+    else:
+        rhs = ", ".join(f"{v:g}" for v in np.ravel(np.asarray(r, float)))
+        rhs = rhs if np.size(r) == 1 else f"({rhs})"
+    hypothesis = f"{name}(theta) = {rhs}"
 
-    def one(fit, v):
-        flat = _flat_g(g, fit)
-        theta = ravel_pytree(fit.params)[0]
-        val = jnp.atleast_1d(flat(theta))
-        G = jnp.atleast_2d(jax.jacfwd(flat)(theta))
+    def one(fit):
+        _, val, G = _g_and_jacobian(fit.params, _checked_g(g))
         r_ = jnp.zeros(q, val.dtype) if r is None else jnp.atleast_1d(jnp.asarray(r, val.dtype))
-        w_inv, _ = psd_inverse(G @ v @ G.T)
-        diff = val - r_
         if not _traced(G):
             _check_jacobian(np.asarray(G), fit, name)
-        return _chi2_test(
-            diff @ w_inv @ diff, q, "Wald (delta method)", f"{name}(theta) = r", label
-        )
+        stat_p = _quadratic_form_test(val - r_, G, _cov_matrix(fit, cov), q)
+        return _chi2_test(stat_p, q, "Wald (delta method)", hypothesis, label)
 
-    return over_batch(one, res, V) if np.ndim(res.status) else one(res, V)
+    return over_batch(one, res)
+
+
+@jax.jit
+def _sandwich(G, V):
+    c = G @ V @ G.T
+    return 0.5 * (c + c.T)
 
 
 def _check_jacobian(G, res, name):
@@ -500,8 +588,9 @@ def _check_same_data(restricted: FitResult, full: FitResult) -> None:
         return
     n_r, n_f = np.asarray(restricted.n_obs), np.asarray(full.n_obs)
     if not np.array_equal(n_r, n_f):
+        shown = [", ".join(f"{v:g}" for v in np.unique(n)) for n in (n_r, n_f)]
         raise ValueError(
-            f"the fits are on different data: N = {n_r} (restricted) vs {n_f} (full); "
+            f"the fits are on different data: N = {shown[0]} (restricted) vs {shown[1]} (full); "
             "an LR test compares two models of the same observations"
         )
     a, b = restricted.context, full.context
@@ -513,6 +602,8 @@ def _check_same_data(restricted: FitResult, full: FitResult) -> None:
         raise ValueError("the fits use different observation weights; an LR test needs the same")
     la, ta = jax.tree.flatten(a.data)
     lb, tb = jax.tree.flatten(b.data)
+    n = getattr(a, "n_rows", None)  # without the padding rows of a sharded fit
+    la, lb = ([x[:n] for x in leaves] for leaves in (la, lb))
     same_shape = ta == tb and all(x.shape == y.shape for x, y in zip(la, lb, strict=True))
     if a.logpdf == b.logpdf and same_shape:
         for x, y, path in zip(la, lb, jax.tree_util.tree_flatten_with_path(a.data)[0], strict=True):
@@ -546,7 +637,7 @@ def lr_test(restricted: FitResult, full: FitResult) -> TestResult:
     df = k_f - k_r
 
     def one(r, f):
-        return _chi2_test(2.0 * (f.loglik - r.loglik), df, "Likelihood-ratio", "", "")
+        return _chi2_test(_lr_kernel(r.loglik, f.loglik, df), df, "Likelihood-ratio", "", "")
 
     return over_batch(one, restricted, full)
 
@@ -601,7 +692,7 @@ def score_test(
                 "restricted model with fixed={...}, or pass the full model's logpdf, theta, data"
             )
         _check_score_kind(restricted, kind)
-        return over_batch(lambda one: _lm(one, kind, q, partition=True), restricted)
+        return over_batch(lambda one: _lm(one, kind, q), restricted)
     return _score_separate(restricted, logpdf, theta, data, kind, fixed, fit_options)
 
 
@@ -613,21 +704,21 @@ def _check_score_kind(res: FitResult, kind: str) -> None:
         raise ValueError("cov='expected' needs a fit with expected=(predict, fisher)")
 
 
-def _lm(res: FitResult, kind: str, q: int, partition: bool) -> TestResult:
-    U = res.score
-    if kind in ("hessian", "opg", "expected"):
-        m = {"hessian": res.information, "opg": res.opg, "expected": res.expected_information}
-        m_inv, _ = psd_inverse(m[kind])
-        stat = U @ m_inv @ U
-    else:
-        held = np.flatnonzero(~np.asarray(res.free))
-        bread, _ = psd_inverse(res.information)
-        V, _ = covariance(kind, res.information, res.opg, res.meat, res.score_groups)
-        a = (bread @ U)[held]
-        v_inv, _ = psd_inverse(V[held][:, held])
-        stat = a @ v_inv @ a
+def _lm(res: FitResult, kind: str, q: int) -> TestResult:
+    held = tuple(int(i) for i in np.flatnonzero(~np.asarray(res.free)))
+    stat_p = _lm_kernel(
+        res.score,
+        res.information,
+        res.opg,
+        res.meat,
+        res.score_groups,
+        res.expected_information,
+        kind=kind,
+        held=held,
+        df=q,
+    )
     label = {"hessian": "observed information", "opg": "OPG", "expected": "expected information"}
-    return _chi2_test(stat, q, "Score (LM)", "", label.get(kind, f"robust, {kind}"))
+    return _chi2_test(stat_p, q, "Score (LM)", "", label.get(kind, f"robust, {kind}"))
 
 
 def _score_separate(restricted, logpdf, theta, data, kind, fixed, fit_options):
@@ -652,7 +743,12 @@ def _score_separate(restricted, logpdf, theta, data, kind, fixed, fit_options):
         if held is None:
             missing = [k for k in fixed if k not in theta]
             raise KeyError(f"fixed names {missing}, which are not keys of theta ({list(theta)})")
-    full = fit(logpdf, theta, data, fixed=held, max_iter=0, cov=kind, **fit_options)
+    if kind == "cluster" and fit_options.get("groups") is None:
+        raise ValueError("cov='cluster' needs cluster ids: pass groups=... (a fit option)")
+    if kind == "expected" and fit_options.get("expected") is None:
+        raise ValueError("cov='expected' needs expected=(predict, fisher) (a fit option)")
+    # cov="hessian" whatever the kind: the result keeps every matrix, and one program serves all
+    full = fit(logpdf, theta, data, fixed=held, max_iter=0, cov="hessian", **fit_options)
     k_full = len(full.free)
     q = k_full - restricted.n_params
     if q <= 0:
@@ -674,7 +770,7 @@ def _score_separate(restricted, logpdf, theta, data, kind, fixed, fit_options):
                 "model's parameters, on the same data"
             )
     _check_score_kind(full, kind)
-    return over_batch(lambda one: _lm(one, kind, q, partition=held is not None), full)
+    return over_batch(lambda one: _lm(one, kind, q), full)
 
 
 # ---------------------------------------------------------------- delta method
@@ -692,11 +788,11 @@ class DeltaResult(eqx.Module):
     def table(self, level: float = 0.95) -> dict[str, np.ndarray]:
         if np.ndim(self.cov) > 2:
             raise ValueError("table() needs one result, not a batch; index it first")
-        est = np.asarray(ravel_pytree(self.estimate)[0])
+        est = np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(self.estimate)])
         se = np.sqrt(np.diagonal(np.asarray(self.cov)))
         z = est / se
-        q = float(ndtri(0.5 + level / 2.0))
-        p = np.asarray(2.0 * ndtr(-np.abs(z)))
+        q = statistics.NormalDist().inv_cdf(0.5 + level / 2.0)
+        p = np.array([math.erfc(abs(v) / math.sqrt(2.0)) if np.isfinite(v) else np.nan for v in z])
         return {
             "estimate": est,
             "std_err": se,
@@ -708,9 +804,11 @@ class DeltaResult(eqx.Module):
 
     def conf_int(self, level: float = 0.95):
         """Wald interval g_hat -/+ z_{(1+level)/2} se, as (lower, upper) pytrees."""
-        q = ndtri(0.5 + level / 2.0)
-        lo = jax.tree.map(lambda e, s: e - q * s, self.estimate, self.se)
-        hi = jax.tree.map(lambda e, s: e + q * s, self.estimate, self.se)
+        q = statistics.NormalDist().inv_cdf(0.5 + level / 2.0)
+        wide = self.cov.dtype == jnp.float64 and not _traced(self.cov)
+        with jax.enable_x64(True) if wide else contextlib.nullcontext():
+            lo = jax.tree.map(lambda e, s: e - q * s, self.estimate, self.se)
+            hi = jax.tree.map(lambda e, s: e + q * s, self.estimate, self.se)
         return lo, hi
 
     def to_frame(self, level: float = 0.95):
@@ -754,30 +852,26 @@ def delta_method(res: FitResult, g: Callable[[PyTree], PyTree], *, cov=None) -> 
     """
     if not callable(g):
         raise TypeError(f"g must be a function of the params pytree, got {type(g).__name__}")
-    V, label = _cov_matrix(res, cov)
+    label = _cov_label(res, cov)
     out_shape = jax.eval_shape(g, res.params if not np.ndim(res.status) else res[0].params)
     base = _g_name(g)
     names = parameter_names(out_shape)
     if not jax.tree_util.tree_flatten_with_path(out_shape)[0][0][0]:  # a bare array: no path
         names = tuple(base + n[len("theta") :] for n in names)
 
-    def one(fit, v):
-        flat = _flat_g(g, fit)
-        theta = ravel_pytree(fit.params)[0]
-        G = jnp.atleast_2d(jax.jacfwd(flat)(theta))
-        val = flat(theta)
-        c = G @ v @ G.T
-        c = 0.5 * (c + c.T)
-        unravel = ravel_pytree(g(fit.params))[1]
+    def one(fit):
+        estimate, _, G = _g_and_jacobian(fit.params, _checked_g(g))
+        c = _sandwich(G, _cov_matrix(fit, cov))
+        unravel = ravel_pytree(estimate)[1]
         return DeltaResult(
-            estimate=unravel(val),
+            estimate=estimate,
             se=unravel(jnp.sqrt(jnp.diagonal(c))),
             cov=c,
             names=names,
             cov_type=label,
         )
 
-    return over_batch(one, res, V) if np.ndim(res.status) else one(res, V)
+    return over_batch(one, res)
 
 
 # ---------------------------------------------------------------- comparison table
@@ -844,7 +938,8 @@ def compare(*fits: FitResult, names: Sequence[str] | None = None) -> ModelCompar
     n = np.array([float(f.n_obs) for f in fits])
     if not np.all(n == n[0]):
         raise ValueError(
-            f"the fits are on different data (N = {n.tolist()}); information criteria and LR "
+            f"the fits are on different data (N = {', '.join(f'{v:g}' for v in n)}); "
+            "information criteria and LR "
             "tests compare models of the same observations"
         )
     for a, b in itertools.pairwise(fits):
@@ -890,8 +985,8 @@ class ProfileInterval(tuple):
         return self
 
     def __repr__(self) -> str:
-        text = f"ProfileInterval({self.name}, {self.level:g}: lower={self.lower!r}, "
-        text += f"upper={self.upper!r})"
+        text = f"ProfileInterval({self.name}, {self.level:g}: lower={self.lower:.10g}, "
+        text += f"upper={self.upper:.10g})"
         return text + (f"  # {self.note}" if self.note else "")
 
 
