@@ -340,9 +340,10 @@ def _fit_compiled(
 
     theta_hat = embed(st.theta)
     full = obj._replace(embed=lambda t: t)
-    sc = full.scores(theta_hat)
     info = st.matrix if method == "newton" and all_free else full.newton(theta_hat).matrix
     info_free = info[free_idx][:, free_idx]
+    probe, may_be_separated = _separation_probe(st, info_free)
+    sc = full.scores(theta_hat, embed(probe))
     if expected is None:
         expected_info = jnp.full_like(info, jnp.nan)
     elif method == "fisher" and all_free:
@@ -366,7 +367,9 @@ def _fit_compiled(
         information_eig=info_eig,
     )
     _, info_status = psd_inverse(info_free, info_eig)
-    separated = _separation(obj, st, info_free)
+    separated = (
+        may_be_separated & jnp.isfinite(sc.loglik_probe) & (sc.loglik_probe > st.loglik - 1.0)
+    )
 
     status = jnp.select(
         [
@@ -416,27 +419,21 @@ def _fit_compiled(
     )
 
 
-def _separation(obj: Objective, st, info):
-    """Is lnL still rising along the last search direction, which is still long?
+def _separation_probe(st, info):
+    """(probe point, candidate): is lnL still rising along a last search direction that is long?
 
     In (quasi-)complete separation the iterates run off to infinity along a direction v in which
     the information vanishes: the next step d stays long (relative to theta) and lnL keeps rising
-    along it. Probe lnL at theta + 4u, u = d / sqrt(d'I d), four end-of-fit standard errors along d:
-    at a genuine maximum lnL falls by ~8 (its quadratic model); when the maximum is not attained
-    it does not fall. Requiring a long d keeps an exactly flat direction (collinearity, where d is
-    rounding noise) out: that one is reported as a singular information matrix.
+    along it. The probe is theta + 4u, u = d / sqrt(d'I d), four end-of-fit standard errors along
+    d: at a genuine maximum lnL falls there by ~8 (its quadratic model); when the maximum is not
+    attained it does not fall. Requiring a long d keeps an exactly flat direction (collinearity,
+    where d is rounding noise) out: that one is reported as a singular information matrix.
     """
     d = st.direction
     long_step = jnp.max(jnp.abs(d)) > _LONG_STEP * jnp.maximum(jnp.max(jnp.abs(st.theta)), 1.0)
     u = d / jnp.sqrt(jnp.abs(d @ info @ d))
-
-    def still_rising():
-        probe = obj.loglik(st.theta + 4.0 * u)
-        return jnp.isfinite(probe) & (probe > st.loglik - 1.0)
-
-    return jax.lax.cond(
-        long_step & jnp.all(jnp.isfinite(u)), still_rising, lambda: jnp.asarray(False)
-    )
+    candidate = long_step & jnp.all(jnp.isfinite(u))
+    return jnp.where(candidate, st.theta + 4.0 * u, st.theta), candidate
 
 
 # ---------------------------------------------------------------- host-side validation

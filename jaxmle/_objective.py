@@ -46,6 +46,7 @@ class ScoreTerms(NamedTuple):
     opg   = sum_i w_i u_i u_i'              (BHHH matrix; frequency weights)
     meat  = sum_i c_i u_i u_i'              c_i = w_i (frequency) or w_i^2 (sampling weights)
     score_groups = sum_{i in g} w_i u_i     one row per cluster (G x k; 0 x k without groups)
+    loglik_probe = lnL at a second point, in the same pass (the separation probe of `_fit`)
     """
 
     loglik: jax.Array
@@ -53,6 +54,7 @@ class ScoreTerms(NamedTuple):
     opg: jax.Array
     meat: jax.Array
     score_groups: jax.Array
+    loglik_probe: jax.Array
 
 
 class Objective(NamedTuple):
@@ -75,15 +77,6 @@ class Objective(NamedTuple):
     def _chunk_loglik(self, theta_free, b: Batch, mask):
         ll = self._loglik_obs(self.embed(theta_free), b.data)
         return jnp.sum(self._obs_weights(b, mask) * ll)
-
-    def loglik(self, theta_free):
-        """lnL over the free parameters."""
-        return chunked_sum(
-            lambda b, m: self._chunk_loglik(theta_free, b, m),
-            self.batch,
-            self.layout,
-            theta_free.dtype,
-        )
 
     def loglik_grad(self, theta_free) -> Terms:
         """(lnL, U); `matrix` is a 0 x 0 placeholder (quasi-Newton keeps its own)."""
@@ -154,11 +147,14 @@ class Objective(NamedTuple):
 
         return Terms(*chunked_sum(chunk, self.batch, self.layout, theta_free.dtype))
 
-    def scores(self, theta_free) -> ScoreTerms:
-        """lnL, U, the OPG, the sandwich meat and the cluster score sums in one pass."""
+    def scores(self, theta_free, probe) -> ScoreTerms:
+        """lnL, U, the OPG, the sandwich meat, the cluster score sums, and lnL at `probe`, in one
+        pass (the probe reuses each chunk while it is in cache; under vmap a separate pass inside
+        `lax.cond` would run for every lane anyway)."""
 
         def chunk(b, m):
             ll, s = self._chunk_scores(theta_free, b)
+            ll_probe = self._chunk_loglik(probe, b, m)
             w = self._obs_weights(b, m)
             ws = s * w[:, None]
             opg = ws.T @ s
@@ -170,10 +166,6 @@ class Objective(NamedTuple):
                 sg = jnp.zeros((0, s.shape[1]), s.dtype)
             else:
                 sg = jax.ops.segment_sum(ws, b.groups, num_segments=self.n_groups)
-            return jnp.sum(w * ll), jnp.sum(ws, axis=0), opg, meat, sg
+            return jnp.sum(w * ll), jnp.sum(ws, axis=0), opg, meat, sg, ll_probe
 
         return ScoreTerms(*chunked_sum(chunk, self.batch, self.layout, theta_free.dtype))
-
-    def loglik_obs(self, theta_free):
-        """l_i for every row (N,), unweighted; used to say which rows are bad, not in the loop."""
-        return self._loglik_obs(self.embed(theta_free), self.batch.data)
