@@ -1,20 +1,23 @@
 """jaxmle: maximum-likelihood estimation on JAX. Write one observation's log-density; get the rest."""
 
+from . import families as families
 from ._fit import fit as fit
+from ._glm import GLMResult as GLMResult
+from ._glm import glm as glm
 from ._inference import DeltaResult as DeltaResult
 from ._inference import ModelComparison as ModelComparison
-from ._inference import ProfileInterval as ProfileInterval
 from ._inference import TestResult as TestResult
 from ._inference import compare as compare
 from ._inference import delta_method as delta_method
 from ._inference import lr_test as lr_test
-from ._inference import profile_ci as profile_ci
-from ._inference import profile_loglik as profile_loglik
-from ._inference import profile_plot as profile_plot
 from ._inference import score_test as score_test
 from ._inference import wald_test as wald_test
 from ._montecarlo import MonteCarloResult as MonteCarloResult
 from ._montecarlo import monte_carlo as monte_carlo
+from ._profile import ProfileInterval as ProfileInterval
+from ._profile import profile_ci as profile_ci
+from ._profile import profile_loglik as profile_loglik
+from ._profile import profile_plot as profile_plot
 from ._results import FitResult as FitResult
 from ._results import Status as Status
 from ._transforms import Bounds as Bounds

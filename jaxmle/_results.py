@@ -217,16 +217,16 @@ class FitResult(eqx.Module):
         se = unravel(jnp.sqrt(jnp.diagonal(cov)))
         return type(self)(**{**_fields(self), "cov": cov, "se": se, "cov_type": kind})
 
-    # ---- profile likelihood (host: refits the model; see `jaxmle._inference`) ----
+    # ---- profile likelihood (host: refits the model; see `jaxmle._profile`) ----
     def profile_ci(self, name: str, level: float = 0.95):
         """Profile-likelihood interval (lower, upper) for parameter `name` (as in `summary()`)."""
-        from ._inference import profile_ci
+        from ._profile import profile_ci
 
         return profile_ci(self, name, level)
 
     def profile_plot(self, name: str, level: float = 0.95, ax=None):
         """Plot the profile log-likelihood of `name` with its chi-square cut-off (matplotlib)."""
-        from ._inference import profile_plot
+        from ._profile import profile_plot
 
         return profile_plot(self, name, level, ax=ax)
 

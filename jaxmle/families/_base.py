@@ -108,7 +108,8 @@ def expect_outer(base: LocationScale, zl, zu, center=None):
     s = jax.vmap(base.score)(y)
     if center is not None:
         s = s - center
-    return (s * v[:, None]).T @ s
+    out = (s * v[:, None]).T @ s
+    return 0.5 * (out + out.T)
 
 
 def grad_params(dist: Distribution, fn):

@@ -258,7 +258,9 @@ class Poisson(Distribution):
     params = ("rate",)
 
     def logpdf(self, y):
-        return xlogy(y, self.rate) - self.rate - gammaln(y + 1.0)
+        ok = self.rate > 0  # -inf outside the support, without NaN gradients from the other branch
+        rate = jnp.where(ok, self.rate, 1.0)
+        return jnp.where(ok, xlogy(y, rate) - rate - gammaln(y + 1.0), -jnp.inf)
 
     def fisher(self):
         return jnp.reshape(1.0 / self.rate, (1, 1))
@@ -335,9 +337,10 @@ class NegativeBinomial(Distribution):
     params = ("mean", "theta")
 
     def logpdf(self, y):
-        mu, th = self.mean, self.theta
+        ok = self.mean > 0
+        mu, th = jnp.where(ok, self.mean, 1.0), self.theta
         log_mt = jnp.log(mu + th)
-        return (
+        lp = (
             gammaln(y + th)
             - gammaln(th)
             - gammaln(y + 1.0)
@@ -345,6 +348,7 @@ class NegativeBinomial(Distribution):
             + xlogy(y, mu)
             - y * log_mt
         )
+        return jnp.where(ok, lp, -jnp.inf)
 
     def fisher(self):
         mu, th = self.mean, self.theta

@@ -309,12 +309,8 @@ def glm_family(family="gaussian", link=None) -> GLMFamily:
         raise ValueError(f"unknown family {family!r}; choose one of {tuple(FAMILIES)}")
     cls = FAMILIES[key]
     link = get_link(cls.canonical if link is None else link)
-    if (
-        link.name not in cls.links
-        and type(link).__module__ == __name__.rsplit(".", 1)[0] + "._links"
-    ):
+    if link.name in LINKS and link.name not in cls.links:  # custom Link objects: the user's call
         raise ValueError(
             f"link {link.name!r} is not available for the {cls.name} family; choose one of {cls.links}"
         )
     return cls(link)
-
