@@ -117,7 +117,8 @@ def fit(
         raise ValueError(f"unknown cov {cov!r}; choose one of {KINDS}")
     if weight_kind not in WEIGHT_KINDS:
         raise ValueError(f"unknown weight_kind {weight_kind!r}; choose one of {WEIGHT_KINDS}")
-    if expected is None:  # a families Model (or a logpdf made with families.expected) carries it
+    if expected is None and (method == "fisher" or cov == "expected"):
+        # a families Model (or a logpdf made with families.expected) carries its information
         expected = getattr(logpdf, "expected", None)
     if (method == "fisher" or cov == "expected") and expected is None:
         raise ValueError(
