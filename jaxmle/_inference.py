@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import functools
 import itertools
-import math
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,7 +34,7 @@ from jax.scipy.special import gammaincc
 
 from ._covariance import KINDS, covariance, psd_inverse
 from ._restrictions import _check_linear, parse_restrictions
-from ._results import FitResult, parameter_names
+from ._results import FitResult, coefficient_table, parameter_names
 from ._transforms import over_batch
 
 PyTree = Any
@@ -531,17 +530,7 @@ class DeltaResult(eqx.Module):
             raise ValueError("table() needs one result, not a batch; index it first")
         est = np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(self.estimate)])
         se = np.sqrt(np.diagonal(np.asarray(self.cov)))
-        z = est / se
-        q = statistics.NormalDist().inv_cdf(0.5 + level / 2.0)
-        p = np.array([math.erfc(abs(v) / math.sqrt(2.0)) if np.isfinite(v) else np.nan for v in z])
-        return {
-            "estimate": est,
-            "std_err": se,
-            "z": z,
-            "p_value": p,
-            "ci_lower": est - q * se,
-            "ci_upper": est + q * se,
-        }
+        return coefficient_table(est, se, level)
 
     def conf_int(self, level: float = 0.95):
         """Wald interval g_hat -/+ z_{(1+level)/2} se, as (lower, upper) pytrees."""

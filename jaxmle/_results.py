@@ -261,17 +261,7 @@ class FitResult(eqx.Module):
         se = np.sqrt(np.diagonal(np.asarray(self.cov)))
         free = np.asarray(self.free)
         se = np.where(free, se, np.nan)
-        z = est / se
-        p = np.array([math.erfc(abs(v) / math.sqrt(2.0)) if np.isfinite(v) else np.nan for v in z])
-        q = statistics.NormalDist().inv_cdf(0.5 + level / 2.0)
-        return {
-            "estimate": est,
-            "std_err": se,
-            "z": z,
-            "p_value": p,
-            "ci_lower": est - q * se,
-            "ci_upper": est + q * se,
-        }
+        return coefficient_table(est, se, level)
 
     def to_frame(self, level: float = 0.95):
         """The coefficient table as a pandas DataFrame indexed by parameter name."""
@@ -327,6 +317,15 @@ class FitResult(eqx.Module):
 
     def __str__(self) -> str:
         return self.summary() if not self.batch_shape else repr(self)
+
+
+def coefficient_table(est, se, level: float) -> dict[str, np.ndarray]:
+    """Host-side columns: estimate, std_err, z = est/se, two-sided normal p-value, Wald interval."""
+    z = est / se
+    p = np.array([math.erfc(abs(v) / math.sqrt(2.0)) if np.isfinite(v) else np.nan for v in z])
+    q = statistics.NormalDist().inv_cdf(0.5 + level / 2.0)
+    return {"estimate": est, "std_err": se, "z": z, "p_value": p,
+            "ci_lower": est - q * se, "ci_upper": est + q * se}  # fmt: skip
 
 
 def _fields(res: FitResult) -> dict:
