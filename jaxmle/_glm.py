@@ -23,7 +23,7 @@ import numpy as np
 
 from ._covariance import KINDS
 from ._fit import METHODS, fit
-from ._results import FitResult
+from ._results import FitResult, table_row
 from .families._glmfamily import GLMFamily, NegativeBinomialFamily, glm_family
 from .families._model import Model
 
@@ -170,11 +170,7 @@ class GLMResult(FitResult):
         for i, name in enumerate(self.names):
             if i == len(info.coef_names):
                 lines.append(f"{fam.name} {fam.extra}, maximum likelihood:")
-            lines.append(
-                f"{name:<{width}}{t['estimate'][i]:>12.6g}{t['std_err'][i]:>12.6g}"
-                f"{t['z'][i]:>9.3f}{t['p_value'][i]:>9.4f}"
-                f"{t['ci_lower'][i]:>14.6g}{t['ci_upper'][i]:>14.6g}"
-            )
+            lines.append(table_row(name, t, i, width))
         lines.append(rule)
         return "\n".join(lines)
 

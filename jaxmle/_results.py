@@ -307,16 +307,21 @@ class FitResult(eqx.Module):
             if not self.free[i]:
                 lines.append(f"{name:<{width}}{t['estimate'][i]:>12.6g}   (fixed)")
                 continue
-            lines.append(
-                f"{name:<{width}}{t['estimate'][i]:>12.6g}{t['std_err'][i]:>12.6g}"
-                f"{t['z'][i]:>9.3f}{t['p_value'][i]:>9.4f}"
-                f"{t['ci_lower'][i]:>14.6g}{t['ci_upper'][i]:>14.6g}"
-            )
+            lines.append(table_row(name, t, i, width))
         lines.append(rule)
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.summary() if not self.batch_shape else repr(self)
+
+
+def table_row(name: str, t: dict, i: int, width: int) -> str:
+    """One line of a coefficient table: name, estimate, std. error, z, p-value, interval."""
+    return (
+        f"{name:<{width}}{t['estimate'][i]:>12.6g}{t['std_err'][i]:>12.6g}"
+        f"{t['z'][i]:>9.3f}{t['p_value'][i]:>9.4f}"
+        f"{t['ci_lower'][i]:>14.6g}{t['ci_upper'][i]:>14.6g}"
+    )
 
 
 def coefficient_table(est, se, level: float) -> dict[str, np.ndarray]:
