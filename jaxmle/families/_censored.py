@@ -8,6 +8,9 @@ location-scale bases Normal, LogNormal, Weibull and Exponential.
 
 from __future__ import annotations
 
+import dataclasses
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -16,7 +19,23 @@ from ._base import Distribution, expect_outer, grad_params, require_location_sca
 Array = jax.Array
 
 
-class Censored(Distribution):
+class _Wrapped(Distribution):
+    """A distribution built on `base` whose parameters are the base's (censored, truncated)."""
+
+    base: eqx.AbstractVar[Distribution]
+
+    @property
+    def params(self):
+        return self.base.params
+
+    def parameters(self):
+        return self.base.parameters()
+
+    def with_parameters(self, eta):
+        return dataclasses.replace(self, base=self.base.with_parameters(eta))
+
+
+class Censored(_Wrapped):
     """y = min(max(y*, lower), upper), y* ~ base: Tobit is `Censored(Normal(x'b, s), lower=0.0)`.
 
     ln f(y) = ln F(lower) if y <= lower, ln S(upper) if y >= upper, else ln f_base(y). Limits are
@@ -30,16 +49,6 @@ class Censored(Distribution):
     base: Distribution
     lower: Array | None = None
     upper: Array | None = None
-
-    @property
-    def params(self):
-        return self.base.params
-
-    def parameters(self):
-        return self.base.parameters()
-
-    def with_parameters(self, eta):
-        return Censored(self.base.with_parameters(eta), self.lower, self.upper)
 
     def logpdf(self, y):
         lp = self.base.logpdf(y)
@@ -77,7 +86,7 @@ def _point_mass(base, limit, z_limit, which):
     return jnp.where(finite, jnp.exp(log_p), 0.0) * jnp.outer(s, s)
 
 
-class RightCensored(Distribution):
+class RightCensored(_Wrapped):
     """Survival time with an event indicator: ln f(t) if event, else ln S(t) (censored at t).
 
     `RightCensored(Weibull(shape=1/sigma, scale=exp(x'b)), event)` is R
@@ -93,16 +102,6 @@ class RightCensored(Distribution):
     event: Array
     censor_time: Array | None = None
 
-    @property
-    def params(self):
-        return self.base.params
-
-    def parameters(self):
-        return self.base.parameters()
-
-    def with_parameters(self, eta):
-        return RightCensored(self.base.with_parameters(eta), self.event, self.censor_time)
-
     def logpdf(self, t):
         return jnp.where(self.event > 0, self.base.logpdf(t), self.base.logsf(t))
 
@@ -116,7 +115,7 @@ class RightCensored(Distribution):
         return Censored(self.base, upper=self.censor_time).fisher()
 
 
-class Truncated(Distribution):
+class Truncated(_Wrapped):
     """y ~ base restricted to lower < y < upper (rows outside are never observed).
 
     ln f(y) = ln f_base(y) - ln P(lower < Y < upper). Truncated regression (Stata `truncreg`) is
@@ -127,16 +126,6 @@ class Truncated(Distribution):
     base: Distribution
     lower: Array | None = None
     upper: Array | None = None
-
-    @property
-    def params(self):
-        return self.base.params
-
-    def parameters(self):
-        return self.base.parameters()
-
-    def with_parameters(self, eta):
-        return Truncated(self.base.with_parameters(eta), self.lower, self.upper)
 
     def log_mass(self, base=None):
         """ln P(lower < Y < upper) under `base` (default: this one's)."""

@@ -66,12 +66,11 @@ class Normal(LocationScale):
         return jnp.diag(jnp.stack([v, 2.0 * v]))
 
 
-class LogNormal(LocationScale):
-    """ln y ~ N(loc, scale^2). F = diag(1/scale^2, 2/scale^2). R `dlnorm(y, loc, scale)`."""
+class LogNormal(Normal):
+    """ln y ~ N(loc, scale^2). F = diag(1/scale^2, 2/scale^2). R `dlnorm(y, loc, scale)`.
 
-    loc: Array
-    scale: Array
-    params = ("loc", "scale")
+    Normal's standardised density, cdf, sf and Fisher information, on z = (ln y - loc) / scale.
+    """
 
     def to_std(self, y):
         return (jnp.log(y) - self.loc) / self.scale
@@ -79,21 +78,8 @@ class LogNormal(LocationScale):
     def from_std(self, z):
         return jnp.exp(self.loc + self.scale * z)
 
-    def std_logpdf(self, z):
-        return -0.5 * z * z - _HALF_LOG_2PI
-
     def logpdf(self, y):
         return self.std_logpdf(self.to_std(y)) - jnp.log(self.scale) - jnp.log(y)
-
-    def logcdf(self, y):
-        return log_ndtr(self.to_std(y))
-
-    def logsf(self, y):
-        return log_ndtr(-self.to_std(y))
-
-    def fisher(self):
-        v = 1.0 / jnp.square(self.scale)
-        return jnp.diag(jnp.stack([v, 2.0 * v]))
 
 
 class Weibull(LocationScale):
