@@ -42,7 +42,7 @@ def row(n, p, repeats):
     data = {"x": x, "y": y}
     res = jax.block_until_ready(jm.fit(logit, init, data, cov="sandwich"))
     fit_s = best(lambda: jm.fit(logit, init, data, cov="sandwich"), repeats)
-    layout = Layout(auto_chunk_size(data, p + 1))
+    layout = Layout(auto_chunk_size(data, p + 1, jax.default_backend()))
 
     @jax.jit
     def xwx(t):
@@ -50,7 +50,7 @@ def row(n, p, repeats):
             w = m * jax.nn.sigmoid(b["x"] @ t)
             return (b["x"] * w[:, None]).T @ b["x"]
 
-        return chunked_sum(chunk, data, layout, t.dtype)
+        return chunked_sum(chunk, data, layout, jnp.zeros((p, p), t.dtype))
 
     t0 = jnp.zeros(p)
     jax.block_until_ready(xwx(t0))

@@ -23,9 +23,12 @@ from jax import lax
 PyTree = Any
 
 # Rows per chunk are chosen so that one chunk's working set (its data plus ~4 (chunk x k) float64
-# buffers of scores and tangents) stays near this many bytes: large enough that the per-chunk GEMMs run
-# at full speed, small enough to stay in the last-level cache of a laptop or server core.
-_TARGET_CHUNK_BYTES = 16 * 2**20
+# buffers of scores and tangents) stays near this many bytes. On a CPU: large enough that the per-chunk
+# GEMMs run at full speed, small enough to stay in the last-level cache of a laptop or server core. On
+# an accelerator: large enough to fill it (a chunk is a few kernel launches; a GPU needs millions of
+# rows per launch), small enough to leave its memory to the data.
+_TARGET_CHUNK_BYTES = {"cpu": 16 * 2**20}
+_ACCELERATOR_CHUNK_BYTES = 2**30
 _MIN_CHUNK = 1024
 
 
@@ -55,26 +58,30 @@ def leading_length(tree: PyTree) -> int:
     return jax.tree.leaves(tree)[0].shape[0]
 
 
-def auto_chunk_size(data: PyTree, k: int) -> int:
-    """A power-of-two number of rows whose working set is about `_TARGET_CHUNK_BYTES`."""
+def auto_chunk_size(data: PyTree, k: int, platform: str = "cpu") -> int:
+    """A power-of-two number of rows whose working set is about the platform's target bytes."""
     row_bytes = sum(
         math.prod(x.shape[1:]) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(data)
     )
     per_row = row_bytes + 4 * 8 * max(k, 1)
-    rows = _TARGET_CHUNK_BYTES // per_row
+    rows = _TARGET_CHUNK_BYTES.get(platform, _ACCELERATOR_CHUNK_BYTES) // per_row
     return max(_MIN_CHUNK, 2 ** int(math.log2(max(rows, 1))))
 
 
 def chunked_sum(
-    fn: Callable[[PyTree, jax.Array], PyTree], batch: PyTree, layout: Layout, dtype
+    fn: Callable[[PyTree, jax.Array], PyTree], batch: PyTree, layout: Layout, zeros: PyTree
 ) -> PyTree:
-    """sum over rows of fn's mask-weighted chunk sums, over every device of `layout.mesh`."""
+    """sum over rows of fn's mask-weighted chunk sums, over every device of `layout.mesh`.
+
+    `zeros` is fn's output as zeros (shapes and accumulation dtypes): given, not found by tracing
+    fn a second time, which would double the tracing of every autodiff pass at the first call.
+    """
     if layout.mesh is None:
-        return _local_sum(fn, batch, layout.chunk_size, dtype, layout.host)
+        return _local_sum(fn, batch, layout.chunk_size, zeros, layout.host)
     spec = jax.sharding.PartitionSpec(layout.axis)
 
     def local(b):
-        part = _local_sum(fn, b, layout.chunk_size, dtype)
+        part = _local_sum(fn, b, layout.chunk_size, zeros)
         return jax.tree.map(lambda x: lax.psum(x, layout.axis), part)
 
     in_specs = (jax.tree.map(lambda _: spec, batch),)
@@ -85,7 +92,7 @@ def chunked_sum(
     )(batch)
 
 
-def _local_sum(fn, batch, chunk_size: int, dtype, host: HostData | None = None) -> PyTree:
+def _local_sum(fn, batch, chunk_size: int, zeros, host: HostData | None = None) -> PyTree:
     """sum over chunks c of fn(batch[c], mask_c), where fn returns a pytree of mask-weighted sums.
 
     The chunks are `dynamic_slice`s of the original arrays inside one `fori_loop` (no padded or
@@ -100,6 +107,7 @@ def _local_sum(fn, batch, chunk_size: int, dtype, host: HostData | None = None) 
     chunk_size = min(chunk_size, n)
     n_chunks = -(-n // chunk_size)
     rows = jnp.arange(chunk_size)
+    dtype = jax.tree.leaves(zeros)[0].dtype
 
     def term(i):
         start = jnp.minimum(i * chunk_size, n - chunk_size)
@@ -109,12 +117,10 @@ def _local_sum(fn, batch, chunk_size: int, dtype, host: HostData | None = None) 
         mask = (start + rows >= i * chunk_size).astype(dtype)
         return fn(chunk, mask)
 
-    if n_chunks == 1:
-        return term(0)
+    def add(i, acc):
+        return jax.tree.map(lambda a, t: a + t.astype(a.dtype), acc, term(i))
 
-    shapes = jax.eval_shape(term, 0)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    return lax.fori_loop(0, n_chunks, lambda i, acc: jax.tree.map(jnp.add, acc, term(i)), zeros)
+    return add(0, zeros) if n_chunks == 1 else lax.fori_loop(0, n_chunks, add, zeros)
 
 
 def _fetch(host: HostData, start, size: int) -> PyTree:

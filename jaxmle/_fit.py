@@ -195,7 +195,7 @@ def _fit(
             ),
             data,
         )
-        layout = layout._replace(chunk_size=auto_chunk_size(local, sum(free)))
+        layout = layout._replace(chunk_size=auto_chunk_size(local, sum(free), _platform(data)))
 
     context = FitContext(
         logpdf=logpdf, spec=spec, names=parameter_names(init), data=data, weights=weights,
@@ -312,6 +312,20 @@ def _fit_compiled(
     expected,
     compute_dtype,
 ) -> FitResult:
+    # Products at full precision: on GPUs XLA's default for float32 is TF32 (a 10-bit mantissa), which
+    # leaves lnL and U too noisy for Newton to converge (precision is fixed when the program is traced)
+    with jax.default_matmul_precision("highest"):
+        return _fit_program(theta0, data, weights, groups, logpdf=logpdf, spec=spec, names=names,
+                            free=free, method=method, cov=cov, max_iter=max_iter, tol=tol,
+                            layout=layout, n_rows=n_rows, n_groups=n_groups,
+                            weight_kind=weight_kind, expected=expected,
+                            compute_dtype=compute_dtype)  # fmt: skip
+
+
+def _fit_program(
+    theta0, data, weights, groups, *, logpdf, spec, names, free, method, cov, max_iter, tol,
+    layout, n_rows, n_groups, weight_kind, expected, compute_dtype,
+) -> FitResult:  # fmt: skip
     free_idx = np.flatnonzero(free)
     all_free = len(free_idx) == len(free)
 
@@ -339,6 +353,7 @@ def _fit_compiled(
         max_iter=max_iter,
         tol=tol,
         initial_matrix=lambda t: obj.newton(t).matrix,
+        compute_dtype=compute_dtype,
     )
 
     theta_hat = embed(st.theta)
@@ -494,13 +509,13 @@ def _prepare_data(data, dtype, traced, on_host=False):
                 f"{_leaf_name(path)} is a scalar; every data leaf needs a leading "
                 "observation axis N (put constants in the log-density instead)"
             )
-        xp = np if on_host else jnp
         if jnp.issubdtype(x.dtype, jnp.floating):
-            x = xp.asarray(x, dtype)
-        elif jnp.issubdtype(x.dtype, jnp.bool_) or jnp.issubdtype(x.dtype, jnp.integer):
-            x = xp.asarray(x)
-        else:
+            x = x.astype(dtype, copy=False)
+        elif not (jnp.issubdtype(x.dtype, jnp.bool_) or jnp.issubdtype(x.dtype, jnp.integer)):
             raise TypeError(f"{_leaf_name(path)} has dtype {x.dtype}; data leaves must be numeric")
+        if not (on_host or isinstance(x, jax.Array)):
+            # one copy to the device (none on a CPU when the array is 64-byte aligned)
+            x = jax.device_put(x)
         lengths[_leaf_name(path)] = x.shape[0]
         out.append(x)
     if len(set(lengths.values())) > 1:
@@ -525,6 +540,14 @@ def _raise_nonfinite_data(data, n):
 @jax.jit
 def _all_finite(x):
     return jnp.all(jnp.isfinite(x))
+
+
+def _platform(data) -> str:
+    """'cpu', 'gpu', ... where the data lie (the default backend for traced or host data)."""
+    leaf = jax.tree.leaves(data)[0]
+    if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
+        return next(iter(leaf.devices())).platform
+    return jax.default_backend()
 
 
 def _n_devices(layout: Layout) -> int:

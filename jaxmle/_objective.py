@@ -85,7 +85,8 @@ class Objective(NamedTuple):
             ll, g = jax.value_and_grad(self._chunk_loglik)(theta_free, b, m)
             return ll, g
 
-        ll, g = chunked_sum(chunk, self.batch, self.layout, theta_free.dtype)
+        k = theta_free.shape[0]
+        ll, g = chunked_sum(chunk, self.batch, self.layout, _zeros(theta_free, (), (k,)))
         return Terms(ll, g, jnp.zeros((0, 0), g.dtype))
 
     def newton(self, theta_free) -> Terms:
@@ -99,7 +100,9 @@ class Objective(NamedTuple):
             h, (ll, g) = jax.jacrev(grad_aux, has_aux=True)(theta_free)
             return ll, g, -h
 
-        ll, g, info = chunked_sum(chunk, self.batch, self.layout, theta_free.dtype)
+        k = theta_free.shape[0]
+        zeros = _zeros(theta_free, (), (k,), (k, k))
+        ll, g, info = chunked_sum(chunk, self.batch, self.layout, zeros)
         return Terms(ll, g, 0.5 * (info + info.T))
 
     def fisher(self, theta_free) -> Terms:
@@ -126,7 +129,9 @@ class Objective(NamedTuple):
             info = jnp.einsum("cmk,cmn,cnl->kl", wj, f, jac)
             return ll, g, info
 
-        ll, g, info = chunked_sum(chunk, self.batch, self.layout, theta_free.dtype)
+        k = theta_free.shape[0]
+        zeros = _zeros(theta_free, (), (k,), (k, k))
+        ll, g, info = chunked_sum(chunk, self.batch, self.layout, zeros)
         return Terms(ll, g, 0.5 * (info + info.T))
 
     def _chunk_scores(self, theta_free, b: Batch):
@@ -145,7 +150,9 @@ class Objective(NamedTuple):
             w = self._obs_weights(b, m)
             return jnp.sum(w * ll), s.T @ w, (s * w[:, None]).T @ s
 
-        return Terms(*chunked_sum(chunk, self.batch, self.layout, theta_free.dtype))
+        k = theta_free.shape[0]
+        zeros = _zeros(theta_free, (), (k,), (k, k))
+        return Terms(*chunked_sum(chunk, self.batch, self.layout, zeros))
 
     def scores(self, theta_free, probe) -> ScoreTerms:
         """lnL, U, the OPG, the sandwich meat, the cluster score sums, and lnL at `probe`, in one
@@ -168,4 +175,11 @@ class Objective(NamedTuple):
                 sg = jax.ops.segment_sum(ws, b.groups, num_segments=self.n_groups)
             return jnp.sum(w * ll), jnp.sum(ws, axis=0), opg, meat, sg, ll_probe
 
-        return ScoreTerms(*chunked_sum(chunk, self.batch, self.layout, theta_free.dtype))
+        k, groups = theta_free.shape[0], 0 if self.batch.groups is None else self.n_groups
+        zeros = _zeros(theta_free, (), (k,), (k, k), (k, k), (groups, k), ())
+        return ScoreTerms(*chunked_sum(chunk, self.batch, self.layout, zeros))
+
+
+def _zeros(theta, *shapes):
+    """Zero accumulators of these shapes in theta's dtype (the sums are kept in it)."""
+    return tuple(jnp.zeros(shape, theta.dtype) for shape in shapes)

@@ -101,8 +101,10 @@ def maximize(
     max_iter: int,
     tol: float,
     initial_matrix: Callable[[jax.Array], jax.Array] | None = None,
+    compute_dtype=None,
 ) -> SolverState:
-    """Run the loop from theta0; `evaluate` returns the method's Terms at a trial point."""
+    """Run the loop from theta0; `evaluate` returns the method's Terms at a trial point, its l_i
+    computed in `compute_dtype` (default theta0's), whose rounding sets the line search's slack."""
     k = theta0.shape[0]
     dtype = theta0.dtype
     quasi = method == "bfgs"
@@ -114,10 +116,8 @@ def maximize(
         eig = equilibrated_eigh(matrix)
         return (*safeguarded_solve(eig, g), eig)
 
-    if quasi:
-        m_init = safeguarded_inverse(initial_matrix(theta0))
-    else:  # placeholder until the first evaluation supplies M
-        m_init = jnp.zeros(jax.eval_shape(evaluate, theta0).matrix.shape, dtype)
+    # bfgs: B at theta0; the others: a placeholder until the first evaluation supplies M
+    m_init = safeguarded_inverse(initial_matrix(theta0)) if quasi else jnp.zeros((k, k), dtype)
     zero = jnp.zeros((), dtype)
     kk = 0 if quasi else k
     no_eig = (jnp.ones(kk, dtype), jnp.zeros(kk, dtype), jnp.zeros((kk, kk), dtype))
@@ -146,7 +146,7 @@ def maximize(
         trial = st.theta + st.step * st.direction
         ev = evaluate(trial)
         finite = jnp.isfinite(ev.loglik) & jnp.all(jnp.isfinite(ev.score))
-        slack = _ROUNDOFF_ULPS * jnp.finfo(dtype).eps * jnp.abs(st.loglik)
+        slack = _ROUNDOFF_ULPS * jnp.finfo(compute_dtype or dtype).eps * jnp.abs(st.loglik)
         gain_needed = _ARMIJO * st.step * st.decrement - slack
         accept = finite & (~st.started | (ev.loglik - st.loglik >= gain_needed))
 

@@ -368,3 +368,18 @@ def test_option_errors(small):
         jm.fit(logit, INIT2, small, fixed={"g": 1.0})
     with pytest.raises(ValueError, match="expected information"):
         jm.fit(logit, INIT2, small, method="fisher")
+
+
+def test_float32_line_search_allows_for_float32_rounding():
+    """In float32, lnL carries rounding of ~eps32 |lnL|: a line search that demanded float64
+    accuracy rejected every step near the maximum and failed (3 of these 400 replications did)."""
+
+    def simulate(key, theta):
+        kx, ky = jax.random.split(key)
+        x = jax.random.normal(kx, (1000, 5))
+        eta = theta["b0"] + x @ theta["b"]
+        return {"x": x, "y": jax.random.bernoulli(ky, jax.nn.sigmoid(eta)).astype(x.dtype)}
+
+    theta = {"b0": 0.3, "b": np.linspace(-0.5, 0.5, 5)}
+    mc = jm.monte_carlo(simulate, logit, theta, 400, 0, dtype="float32", progress=False)
+    assert mc.n_failed == 0, mc.summary()
