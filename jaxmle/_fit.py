@@ -169,7 +169,11 @@ def _fit(
 ):
     solve_dtype = jnp.dtype(jnp.result_type(float))  # float64 in the host scope
     init, free = _prepare_init(init, fixed, solve_dtype)
-    theta0, _ = jax.flatten_util.ravel_pytree(init)
+    leaves = jax.tree.leaves(init)
+    if all(isinstance(x, np.ndarray) for x in leaves):
+        theta0 = np.concatenate([x.ravel() for x in leaves])
+    else:
+        theta0, _ = jax.flatten_util.ravel_pytree(init)
     leaves, treedef = jax.tree.flatten(init)
     spec = ParamSpec(treedef, tuple(tuple(np.shape(x)) for x in leaves))
     if stream and (traced or devices is not None):
@@ -462,8 +466,13 @@ def _leaf_name(path) -> str:
 
 
 def _prepare_init(init, fixed, dtype):
+    """(init as float arrays, the free mask in ravel order). Concrete start values stay numpy, so a
+    first call compiles no eager jax operations before the fit's own program."""
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((init, fixed)))
+    xp = jnp if traced else np
+
     def to_float(x):
-        x = jnp.asarray(x)
+        x = xp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.floating) and not jnp.issubdtype(x.dtype, jnp.integer):
             raise TypeError(f"init leaves must be real numbers, got dtype {x.dtype}")
         return x.astype(dtype)
@@ -482,12 +491,8 @@ def _prepare_init(init, fixed, dtype):
         init = dict(init)
         for key in init:
             if key in fixed:
-                value = jnp.broadcast_to(jnp.asarray(fixed[key], dtype), jnp.shape(init[key]))
-                init[key] = value
-        for key, leaf in init.items():
-            free += [key not in fixed] * sum(int(np.size(x)) for x in jax.tree.leaves(leaf))
-        # dict flattening sorts keys: recompute the mask in ravel order
-        free = []
+                init[key] = xp.broadcast_to(xp.asarray(fixed[key], dtype), np.shape(init[key]))
+        # dict flattening sorts keys: the mask in ravel order
         for path, leaf in jax.tree_util.tree_flatten_with_path(init)[0]:
             free += [path[0].key not in fixed] * int(np.size(leaf))
     else:

@@ -110,8 +110,9 @@ class Objective(NamedTuple):
 
         `expected = (predict, fisher)`: predict(theta, obs) -> eta_i, the distribution's parameters
         (scalar or (m,)); fisher(eta_i, obs) -> F(eta_i), their Fisher information (scalar or m x m).
-        J_i = d eta_i / d theta' by forward mode; the sum over i and the m components is one
-        contraction, so XLA sees a GEMM.
+        J_i = d eta_i / d theta' by reverse mode (m cotangents per observation, m << k: forward mode
+        would push the k x k identity through every linear predictor); the sum over i and the m
+        components is one (c m) x k GEMM.
         """
         predict, fisher = self.expected
 
@@ -122,11 +123,13 @@ class Objective(NamedTuple):
                 return jnp.atleast_1d(predict(self.unravel(self.embed(t)), obs))
 
             eta = jax.vmap(eta_of, in_axes=(None, 0))(theta_free, b.data)  # (c, m)
-            jac = jax.vmap(jax.jacfwd(eta_of), in_axes=(None, 0))(theta_free, b.data)  # (c, m, k)
+            jac = jax.vmap(jax.jacrev(eta_of), in_axes=(None, 0))(theta_free, b.data)  # (c, m, k)
             f = jax.vmap(fisher)(eta if eta.shape[1] > 1 else eta[:, 0], b.data)
             f = f.reshape(eta.shape[0], eta.shape[1], eta.shape[1])
             wj = jac * self._obs_weights(b, m)[:, None, None]
-            info = jnp.einsum("cmk,cmn,cnl->kl", wj, f, jac)
+            fj = jnp.einsum("cmn,cnl->cml", f, jac)
+            k = jac.shape[2]
+            info = wj.reshape(-1, k).T @ fj.reshape(-1, k)
             return ll, g, info
 
         k = theta_free.shape[0]
