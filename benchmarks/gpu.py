@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 jax.config.update("jax_enable_x64", True)
 import _models as M  # noqa: E402
+from scaling import best as fastest  # noqa: E402
 
 import jaxmle as jm  # noqa: E402
 import jaxmle.families as jf  # noqa: E402
@@ -37,12 +38,7 @@ SCALE = 100 if QUICK else 1
 def best(fn, repeats=5):
     """Fastest wall time of `repeats` warm calls (the first, untimed, call compiles)."""
     jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return fastest(fn, repeats)
 
 
 def once(fn):
