@@ -25,5 +25,6 @@ from ._transforms import fit_transformed as fit_transformed
 from ._transforms import interval as interval
 from ._transforms import positive as positive
 from ._transforms import to_natural as to_natural
+from .families import log1pexp as log1pexp
 
 __version__ = "0.1.0"

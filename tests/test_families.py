@@ -385,3 +385,19 @@ def test_vmap_of_a_family_fit_equals_the_loop(rng):
         mu = np.exp(X @ np.asarray(single.params))
         np.testing.assert_allclose(np.asarray(single.expected_information), (X * mu[:, None]).T @ X,
                                    rtol=1e-12)  # fmt: skip
+
+
+def test_log1pexp_is_softplus_with_its_derivatives():
+    """ln(1 + e^x) against numpy's logaddexp over both branches and the tails; its first and second
+    derivatives (autodiff of the stated jvp) against scipy's logistic, p and p (1 - p)."""
+    from scipy.special import expit
+
+    x = np.concatenate([-np.logspace(3, -8, 60), [0.0], np.logspace(-8, 3, 60)])
+    np.testing.assert_allclose(jm.log1pexp(x), np.logaddexp(0.0, x), rtol=1e-15, atol=0)
+    d1 = jax.vmap(jax.grad(jm.log1pexp))(x)
+    d2 = jax.vmap(jax.grad(jax.grad(jm.log1pexp)))(x)
+    np.testing.assert_allclose(d1, expit(x), rtol=1e-15, atol=0)
+    # p (1 - p) to double precision in absolute terms (1 - p loses its digits as p -> 1, as in
+    # jax.nn.sigmoid's derivative and jnp.logaddexp's second derivative)
+    np.testing.assert_allclose(d2, expit(x) * expit(-x), rtol=1e-12, atol=2e-16)
+    assert float(jm.log1pexp(jnp.inf)) == np.inf and float(jm.log1pexp(-jnp.inf)) == 0.0

@@ -35,5 +35,6 @@ from ._glmfamily import glm_family as glm_family
 from ._links import LINKS as LINKS
 from ._links import Link as Link
 from ._links import get_link as get_link
+from ._links import log1pexp as log1pexp
 from ._model import Model as Model
 from ._model import expected as expected

@@ -24,6 +24,7 @@ from jax.scipy.special import (
 )
 
 from ._base import Distribution, LocationScale
+from ._links import log1pexp
 
 Array = jax.Array
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -265,7 +266,7 @@ class _ProbsOrLogits(Distribution):
 
     def _log_p_q(self):
         if self.logits is not None:
-            return jax.nn.log_sigmoid(self.logits), jax.nn.log_sigmoid(-self.logits)
+            return -log1pexp(-self.logits), -log1pexp(self.logits)
         return jnp.log(self.probs), jnp.log1p(-self.probs)
 
     def _unit_fisher(self):
