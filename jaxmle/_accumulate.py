@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 PyTree = Any
@@ -132,3 +133,60 @@ def _fetch(host: HostData, start, size: int) -> PyTree:
         return jax.tree.map(lambda x: x[s : s + size], host.data)
 
     return jax.pure_callback(take, shapes, start, vmap_method="sequential")
+
+
+# ------------------------------------------------------------------ placement
+
+
+def platform_of(data) -> str:
+    """'cpu', 'gpu', ... where the data lie (the default backend for traced or host data)."""
+    leaf = jax.tree.leaves(data)[0]
+    if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
+        return next(iter(leaf.devices())).platform
+    return jax.default_backend()
+
+
+def n_devices(layout: Layout) -> int:
+    if layout.mesh is None:
+        return 1
+    axes = layout.axis if isinstance(layout.axis, tuple) else (layout.axis,)
+    return math.prod(layout.mesh.shape[a] for a in axes)
+
+
+def place(data, weights, groups, devices, n, chunk_size, traced):
+    """The Layout of the rows: data already sharded on axis 0 over a mesh stay where they are;
+    `devices` shards host data (padding to a multiple of the device count with zero-weight copies of
+    the last row, whose l_i is finite); otherwise one device."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    if devices is not None:
+        if traced:
+            raise ValueError("devices= places host data; under jit, device_put the data first")
+        devs = jax.devices()[:devices] if isinstance(devices, int) else list(devices)
+        mesh, axis = Mesh(np.array(devs), ("obs",)), "obs"
+    else:
+        found = {
+            (x.sharding.mesh, x.sharding.spec[0])
+            for x in jax.tree.leaves(data)
+            if isinstance(getattr(x, "sharding", None), NamedSharding)
+            and len(x.sharding.spec) > 0
+            and x.sharding.spec[0] is not None
+        }
+        if not found:
+            return data, weights, groups, Layout(chunk_size)
+        if len(found) > 1:
+            raise ValueError(f"data leaves are sharded over different meshes or axes: {found}")
+        mesh, axis = found.pop()
+    layout = Layout(chunk_size, mesh, axis)
+    pad = (-n) % n_devices(layout)
+    if pad:
+        if devices is None:
+            raise ValueError(f"N = {n} rows do not split evenly over the mesh axis {axis!r}")
+        data = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, 0)]), data)
+        base = jnp.ones(n, jax.tree.leaves(data)[0].dtype) if weights is None else weights
+        weights = jnp.concatenate([base, jnp.zeros(pad, base.dtype)])
+        if groups is not None:
+            groups = jnp.concatenate([groups, jnp.zeros(pad, groups.dtype)])
+    rows = NamedSharding(mesh, PartitionSpec(axis))
+    data, weights, groups = jax.device_put((data, weights, groups), rows)
+    return data, weights, groups, layout

@@ -19,10 +19,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._accumulate import HostData, Layout, auto_chunk_size
+from ._accumulate import HostData, Layout, auto_chunk_size, n_devices, place, platform_of
 from ._covariance import KINDS, covariance, psd_inverse
+from ._inputs import (
+    check_logpdf,
+    prepare_data,
+    prepare_groups,
+    prepare_init,
+    prepare_weights,
+    raise_bad_start,
+    raise_nonfinite_data,
+)
 from ._objective import Batch, Objective
-from ._results import MESSAGES, FitResult, Status, _embed_block, _fields, parameter_names
+from ._results import FitResult, Status, _embed_block, _fields, parameter_names
 from ._solvers import equilibrated_eigh, maximize
 
 PyTree = Any
@@ -168,7 +177,7 @@ def _fit(
     traced,
 ):
     solve_dtype = jnp.dtype(jnp.result_type(float))  # float64 in the host scope
-    init, free = _prepare_init(init, fixed, solve_dtype)
+    init, free = prepare_init(init, fixed, solve_dtype)
     leaves = jax.tree.leaves(init)
     if all(isinstance(x, np.ndarray) for x in leaves):
         theta0 = np.concatenate([x.ravel() for x in leaves])
@@ -180,26 +189,24 @@ def _fit(
         raise ValueError(
             "stream=True streams host data to one device: not under jit, not with devices="
         )
-    data, n = _prepare_data(data, dtype, traced, on_host=stream)
-    weights = _prepare_weights(weights, n, solve_dtype, traced)
-    groups, n_groups = _prepare_groups(groups, n_groups, n, traced)
-    _check_logpdf(logpdf, init, data)
+    data, n = prepare_data(data, dtype, traced, on_host=stream)
+    weights = prepare_weights(weights, n, solve_dtype, traced)
+    groups, n_groups = prepare_groups(groups, n_groups, n, traced)
+    check_logpdf(logpdf, init, data)
     if not (chunk_size is None or (isinstance(chunk_size, int) and chunk_size > 0)):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     if stream:
         layout = Layout(chunk_size, host=HostData(data))
     else:
-        data, weights, groups, layout = _place(
-            data, weights, groups, devices, n, chunk_size, traced
-        )
+        data, weights, groups, layout = place(data, weights, groups, devices, n, chunk_size, traced)
     if layout.chunk_size is None:
         local = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(
-                (x.shape[0] // _n_devices(layout), *x.shape[1:]), x.dtype
+                (x.shape[0] // n_devices(layout), *x.shape[1:]), x.dtype
             ),
             data,
         )
-        layout = layout._replace(chunk_size=auto_chunk_size(local, sum(free), _platform(data)))
+        layout = layout._replace(chunk_size=auto_chunk_size(local, sum(free), platform_of(data)))
 
     context = FitContext(
         logpdf=logpdf, spec=spec, names=parameter_names(init), data=data, weights=weights,
@@ -214,9 +221,9 @@ def _fit(
     if not traced and int(res.status) in (Status.NONFINITE_START, Status.NONFINITE):
         # NaN/inf in the data shows up as a non-finite lnL or score; checking afterwards, only
         # when it matters, spares every healthy fit a pass over the data and a host round-trip
-        _raise_nonfinite_data(data, n)
+        raise_nonfinite_data(data, n)
     if not traced and int(res.status) == Status.NONFINITE_START:
-        _raise_bad_start(logpdf, spec, theta0, data, n)
+        raise_bad_start(logpdf, spec, theta0, data, n)
     if throw:
         if traced:
             return eqx.error_if(res, ~res.converged, "jaxmle.fit did not succeed (see res.status)")
@@ -456,220 +463,3 @@ def _separation_probe(st, info):
     u = d / jnp.sqrt(jnp.abs(d @ info @ d))
     candidate = long_step & jnp.all(jnp.isfinite(u))
     return jnp.where(candidate, st.theta + 4.0 * u, st.theta), candidate
-
-
-# ---------------------------------------------------------------- host-side validation
-
-
-def _leaf_name(path) -> str:
-    return "data" + jax.tree_util.keystr(path) if path else "data"
-
-
-def _prepare_init(init, fixed, dtype):
-    """(init as float arrays, the free mask in ravel order). Concrete start values stay numpy, so a
-    first call compiles no eager jax operations before the fit's own program."""
-    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((init, fixed)))
-    xp = jnp if traced else np
-
-    def to_float(x):
-        x = xp.asarray(x)
-        if not jnp.issubdtype(x.dtype, jnp.floating) and not jnp.issubdtype(x.dtype, jnp.integer):
-            raise TypeError(f"init leaves must be real numbers, got dtype {x.dtype}")
-        return x.astype(dtype)
-
-    init = jax.tree.map(to_float, init)
-    if not jax.tree.leaves(init):
-        raise ValueError("init has no parameters")
-    fixed = fixed or {}
-    if fixed and not isinstance(init, dict):
-        raise TypeError("fixed= names top-level keys of init, so init must be a dict")
-    unknown = [key for key in fixed if key not in init]
-    if unknown:
-        raise KeyError(f"fixed names {unknown}, which are not keys of init ({list(init)})")
-    free = []
-    if fixed:
-        init = dict(init)
-        for key in init:
-            if key in fixed:
-                init[key] = xp.broadcast_to(xp.asarray(fixed[key], dtype), np.shape(init[key]))
-        # dict flattening sorts keys: the mask in ravel order
-        for path, leaf in jax.tree_util.tree_flatten_with_path(init)[0]:
-            free += [path[0].key not in fixed] * int(np.size(leaf))
-    else:
-        free = [True] * sum(int(np.size(x)) for x in jax.tree.leaves(init))
-    if not any(free):
-        raise ValueError("every parameter is fixed: nothing to estimate")
-    return init, tuple(free)
-
-
-def _prepare_data(data, dtype, traced, on_host=False):
-    flat, treedef = jax.tree_util.tree_flatten_with_path(data)
-    if not flat:
-        raise ValueError("data has no arrays")
-    out, lengths = [], {}
-    for path, leaf in flat:
-        x = leaf if isinstance(leaf, jax.Array) else np.asarray(leaf)
-        if x.ndim == 0:
-            raise ValueError(
-                f"{_leaf_name(path)} is a scalar; every data leaf needs a leading "
-                "observation axis N (put constants in the log-density instead)"
-            )
-        if jnp.issubdtype(x.dtype, jnp.floating):
-            x = x.astype(dtype, copy=False)
-        elif not (jnp.issubdtype(x.dtype, jnp.bool_) or jnp.issubdtype(x.dtype, jnp.integer)):
-            raise TypeError(f"{_leaf_name(path)} has dtype {x.dtype}; data leaves must be numeric")
-        if not (on_host or isinstance(x, jax.Array)):
-            # one copy to the device (none on a CPU when the array is 64-byte aligned)
-            x = jax.device_put(x)
-        lengths[_leaf_name(path)] = x.shape[0]
-        out.append(x)
-    if len(set(lengths.values())) > 1:
-        detail = ", ".join(f"{k}: {v}" for k, v in lengths.items())
-        raise ValueError(f"data leaves must share the leading axis N; got {detail}")
-    return jax.tree.unflatten(treedef, out), next(iter(lengths.values()))
-
-
-def _raise_nonfinite_data(data, n):
-    """Raise naming the first data leaf with NaN/inf, its row count and first row; else return."""
-    for path, x in jax.tree_util.tree_flatten_with_path(data)[0]:
-        x = x[:n]  # without the padding rows of a sharded fit
-        if jnp.issubdtype(x.dtype, jnp.floating) and not bool(_all_finite(x)):
-            bad = ~np.isfinite(np.asarray(x).reshape(x.shape[0], -1)).all(axis=1)
-            rows = np.flatnonzero(bad)
-            raise ValueError(
-                f"{_leaf_name(path)} has NaN or inf in {rows.size} row(s), first at row "
-                f"{rows[0]}; drop or impute those rows before fitting"
-            )
-
-
-@jax.jit
-def _all_finite(x):
-    return jnp.all(jnp.isfinite(x))
-
-
-def _platform(data) -> str:
-    """'cpu', 'gpu', ... where the data lie (the default backend for traced or host data)."""
-    leaf = jax.tree.leaves(data)[0]
-    if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
-        return next(iter(leaf.devices())).platform
-    return jax.default_backend()
-
-
-def _n_devices(layout: Layout) -> int:
-    if layout.mesh is None:
-        return 1
-    axes = layout.axis if isinstance(layout.axis, tuple) else (layout.axis,)
-    return math.prod(layout.mesh.shape[a] for a in axes)
-
-
-def _place(data, weights, groups, devices, n, chunk_size, traced):
-    """The Layout of the rows: data already sharded on axis 0 over a mesh stay where they are;
-    `devices` shards host data (padding to a multiple of the device count with zero-weight copies of
-    the last row, whose l_i is finite); otherwise one device."""
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    if devices is not None:
-        if traced:
-            raise ValueError("devices= places host data; under jit, device_put the data first")
-        devs = jax.devices()[:devices] if isinstance(devices, int) else list(devices)
-        mesh, axis = Mesh(np.array(devs), ("obs",)), "obs"
-    else:
-        found = {
-            (x.sharding.mesh, x.sharding.spec[0])
-            for x in jax.tree.leaves(data)
-            if isinstance(getattr(x, "sharding", None), NamedSharding)
-            and len(x.sharding.spec) > 0
-            and x.sharding.spec[0] is not None
-        }
-        if not found:
-            return data, weights, groups, Layout(chunk_size)
-        if len(found) > 1:
-            raise ValueError(f"data leaves are sharded over different meshes or axes: {found}")
-        mesh, axis = found.pop()
-    layout = Layout(chunk_size, mesh, axis)
-    pad = (-n) % _n_devices(layout)
-    if pad:
-        if devices is None:
-            raise ValueError(f"N = {n} rows do not split evenly over the mesh axis {axis!r}")
-        data = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, 0)]), data)
-        base = jnp.ones(n, jax.tree.leaves(data)[0].dtype) if weights is None else weights
-        weights = jnp.concatenate([base, jnp.zeros(pad, base.dtype)])
-        if groups is not None:
-            groups = jnp.concatenate([groups, jnp.zeros(pad, groups.dtype)])
-    rows = NamedSharding(mesh, PartitionSpec(axis))
-    data, weights, groups = jax.device_put((data, weights, groups), rows)
-    return data, weights, groups, layout
-
-
-def _prepare_weights(weights, n, dtype, traced):
-    if weights is None:
-        return None
-    w = jnp.asarray(np.asarray(weights) if not isinstance(weights, jax.Array) else weights, dtype)
-    if w.shape != (n,):
-        raise ValueError(f"weights must have shape (N,) = ({n},), got {w.shape}")
-    if not traced:
-        wn = np.asarray(w)
-        bad = np.flatnonzero(~np.isfinite(wn) | (wn < 0))
-        if bad.size:
-            raise ValueError(
-                f"weights must be finite and >= 0; {bad.size} are not, first at row "
-                f"{bad[0]} ({wn[bad[0]]})"
-            )
-    return w
-
-
-def _prepare_groups(groups, n_groups, n, traced):
-    if groups is None:
-        return None, 0
-    if traced or isinstance(groups, jax.core.Tracer):
-        g = jnp.asarray(groups)
-        if not jnp.issubdtype(g.dtype, jnp.integer) or n_groups is None:
-            raise ValueError(
-                "under jit/vmap, groups must be integer codes 0..G-1 and n_groups=G "
-                "must be given (a static int)"
-            )
-        if g.shape != (n,):
-            raise ValueError(f"groups must have shape (N,) = ({n},), got {g.shape}")
-        return g, int(n_groups)
-    labels = np.asarray(groups)
-    if labels.shape != (n,):
-        raise ValueError(f"groups must have shape (N,) = ({n},), got {labels.shape}")
-    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
-        raise ValueError(f"groups has NaN at row {np.flatnonzero(~np.isfinite(labels))[0]}")
-    _, codes = np.unique(labels, return_inverse=True)
-    g_count = int(codes.max()) + 1
-    if n_groups is not None and n_groups != g_count:
-        raise ValueError(f"n_groups={n_groups} but groups holds {g_count} distinct labels")
-    if g_count < 2:
-        raise ValueError("cluster-robust covariance needs at least 2 clusters; groups has 1")
-    return jnp.asarray(codes.astype(np.int32)), g_count
-
-
-def _check_logpdf(logpdf, init, data):
-    obs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), data)
-    try:
-        out = jax.eval_shape(logpdf, init, obs)
-    except Exception as e:
-        raise type(e)(f"logpdf(theta, obs) failed on one observation: {e}") from e
-    shape = getattr(out, "shape", None)
-    if shape != ():
-        raise ValueError(
-            f"logpdf(theta, obs) must return a scalar for ONE observation, got "
-            f"{'a ' + type(out).__name__ if shape is None else 'shape ' + str(shape)}; "
-            "write it for a single row (jaxmle vmaps it over rows) and sum any inner terms"
-        )
-
-
-def _raise_bad_start(logpdf, spec, theta0, data, n):
-    ll = np.asarray(jax.jit(jax.vmap(logpdf, in_axes=(None, 0)))(spec.unravel(theta0), data))[:n]
-    bad = np.flatnonzero(~np.isfinite(ll))
-    if bad.size == 0:  # every row finite, the sum overflowed or a derivative is not finite
-        raise ValueError(
-            f"{MESSAGES[Status.NONFINITE_START]}: every l_i is finite, but lnL or its "
-            "derivatives are not (check the scale of the start values)"
-        )
-    shown = ", ".join(str(i) for i in bad[:10]) + (", ..." if bad.size > 10 else "")
-    raise ValueError(
-        f"the log-density is {ll[bad[0]]} at the start values for {bad.size} observation(s): rows "
-        f"{shown}. Choose start values where every observation has positive density"
-    )

@@ -1,0 +1,174 @@
+"""Host-side checks of a fit's inputs, made before any work: init, data, weights, cluster labels and
+the log-density itself, each error naming the leaf, row or parameter at fault.
+
+Under an outer `jit`/`vmap` (traced inputs) Python cannot look at values: the value checks are skipped
+and the fit's status carries the outcome instead.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._results import MESSAGES, Status
+
+
+def leaf_name(path) -> str:
+    return "data" + jax.tree_util.keystr(path) if path else "data"
+
+
+def prepare_init(init, fixed, dtype):
+    """(init as float arrays, the free mask in ravel order). Concrete start values stay numpy, so a
+    first call compiles no eager jax operations before the fit's own program."""
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((init, fixed)))
+    xp = jnp if traced else np
+
+    def to_float(x):
+        x = xp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.floating) and not jnp.issubdtype(x.dtype, jnp.integer):
+            raise TypeError(f"init leaves must be real numbers, got dtype {x.dtype}")
+        return x.astype(dtype)
+
+    init = jax.tree.map(to_float, init)
+    if not jax.tree.leaves(init):
+        raise ValueError("init has no parameters")
+    fixed = fixed or {}
+    if fixed and not isinstance(init, dict):
+        raise TypeError("fixed= names top-level keys of init, so init must be a dict")
+    unknown = [key for key in fixed if key not in init]
+    if unknown:
+        raise KeyError(f"fixed names {unknown}, which are not keys of init ({list(init)})")
+    free = []
+    if fixed:
+        init = dict(init)
+        for key in init:
+            if key in fixed:
+                init[key] = xp.broadcast_to(xp.asarray(fixed[key], dtype), np.shape(init[key]))
+        # dict flattening sorts keys: the mask in ravel order
+        for path, leaf in jax.tree_util.tree_flatten_with_path(init)[0]:
+            free += [path[0].key not in fixed] * int(np.size(leaf))
+    else:
+        free = [True] * sum(int(np.size(x)) for x in jax.tree.leaves(init))
+    if not any(free):
+        raise ValueError("every parameter is fixed: nothing to estimate")
+    return init, tuple(free)
+
+
+def prepare_data(data, dtype, traced, on_host=False):
+    flat, treedef = jax.tree_util.tree_flatten_with_path(data)
+    if not flat:
+        raise ValueError("data has no arrays")
+    out, lengths = [], {}
+    for path, leaf in flat:
+        x = leaf if isinstance(leaf, jax.Array) else np.asarray(leaf)
+        if x.ndim == 0:
+            raise ValueError(
+                f"{leaf_name(path)} is a scalar; every data leaf needs a leading "
+                "observation axis N (put constants in the log-density instead)"
+            )
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(dtype, copy=False)
+        elif not (jnp.issubdtype(x.dtype, jnp.bool_) or jnp.issubdtype(x.dtype, jnp.integer)):
+            raise TypeError(f"{leaf_name(path)} has dtype {x.dtype}; data leaves must be numeric")
+        if not (on_host or isinstance(x, jax.Array)):
+            # one copy to the device (none on a CPU when the array is 64-byte aligned)
+            x = jax.device_put(x)
+        lengths[leaf_name(path)] = x.shape[0]
+        out.append(x)
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k}: {v}" for k, v in lengths.items())
+        raise ValueError(f"data leaves must share the leading axis N; got {detail}")
+    return jax.tree.unflatten(treedef, out), next(iter(lengths.values()))
+
+
+def raise_nonfinite_data(data, n):
+    """Raise naming the first data leaf with NaN/inf, its row count and first row; else return."""
+    for path, x in jax.tree_util.tree_flatten_with_path(data)[0]:
+        x = x[:n]  # without the padding rows of a sharded fit
+        if jnp.issubdtype(x.dtype, jnp.floating) and not bool(_all_finite(x)):
+            bad = ~np.isfinite(np.asarray(x).reshape(x.shape[0], -1)).all(axis=1)
+            rows = np.flatnonzero(bad)
+            raise ValueError(
+                f"{leaf_name(path)} has NaN or inf in {rows.size} row(s), first at row "
+                f"{rows[0]}; drop or impute those rows before fitting"
+            )
+
+
+@jax.jit
+def _all_finite(x):
+    return jnp.all(jnp.isfinite(x))
+
+
+def prepare_weights(weights, n, dtype, traced):
+    if weights is None:
+        return None
+    w = jnp.asarray(np.asarray(weights) if not isinstance(weights, jax.Array) else weights, dtype)
+    if w.shape != (n,):
+        raise ValueError(f"weights must have shape (N,) = ({n},), got {w.shape}")
+    if not traced:
+        wn = np.asarray(w)
+        bad = np.flatnonzero(~np.isfinite(wn) | (wn < 0))
+        if bad.size:
+            raise ValueError(
+                f"weights must be finite and >= 0; {bad.size} are not, first at row "
+                f"{bad[0]} ({wn[bad[0]]})"
+            )
+    return w
+
+
+def prepare_groups(groups, n_groups, n, traced):
+    if groups is None:
+        return None, 0
+    if traced or isinstance(groups, jax.core.Tracer):
+        g = jnp.asarray(groups)
+        if not jnp.issubdtype(g.dtype, jnp.integer) or n_groups is None:
+            raise ValueError(
+                "under jit/vmap, groups must be integer codes 0..G-1 and n_groups=G "
+                "must be given (a static int)"
+            )
+        if g.shape != (n,):
+            raise ValueError(f"groups must have shape (N,) = ({n},), got {g.shape}")
+        return g, int(n_groups)
+    labels = np.asarray(groups)
+    if labels.shape != (n,):
+        raise ValueError(f"groups must have shape (N,) = ({n},), got {labels.shape}")
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise ValueError(f"groups has NaN at row {np.flatnonzero(~np.isfinite(labels))[0]}")
+    _, codes = np.unique(labels, return_inverse=True)
+    g_count = int(codes.max()) + 1
+    if n_groups is not None and n_groups != g_count:
+        raise ValueError(f"n_groups={n_groups} but groups holds {g_count} distinct labels")
+    if g_count < 2:
+        raise ValueError("cluster-robust covariance needs at least 2 clusters; groups has 1")
+    return jnp.asarray(codes.astype(np.int32)), g_count
+
+
+def check_logpdf(logpdf, init, data):
+    obs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), data)
+    try:
+        out = jax.eval_shape(logpdf, init, obs)
+    except Exception as e:
+        raise type(e)(f"logpdf(theta, obs) failed on one observation: {e}") from e
+    shape = getattr(out, "shape", None)
+    if shape != ():
+        raise ValueError(
+            f"logpdf(theta, obs) must return a scalar for ONE observation, got "
+            f"{'a ' + type(out).__name__ if shape is None else 'shape ' + str(shape)}; "
+            "write it for a single row (jaxmle vmaps it over rows) and sum any inner terms"
+        )
+
+
+def raise_bad_start(logpdf, spec, theta0, data, n):
+    ll = np.asarray(jax.jit(jax.vmap(logpdf, in_axes=(None, 0)))(spec.unravel(theta0), data))[:n]
+    bad = np.flatnonzero(~np.isfinite(ll))
+    if bad.size == 0:  # every row finite, the sum overflowed or a derivative is not finite
+        raise ValueError(
+            f"{MESSAGES[Status.NONFINITE_START]}: every l_i is finite, but lnL or its "
+            "derivatives are not (check the scale of the start values)"
+        )
+    shown = ", ".join(str(i) for i in bad[:10]) + (", ..." if bad.size > 10 else "")
+    raise ValueError(
+        f"the log-density is {ll[bad[0]]} at the start values for {bad.size} observation(s): rows "
+        f"{shown}. Choose start values where every observation has positive density"
+    )
