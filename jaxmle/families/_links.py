@@ -17,14 +17,20 @@ from jax.scipy.special import log_ndtr, ndtr, ndtri
 
 @jax.custom_jvp
 def log1pexp(x):
-    """ln(1 + e^x) (softplus), = max(x, 0) + ln(1 + e^-|x|), exact for every x, with its derivative
-    stated as logistic(x). `jnp.logaddexp(0, x)` is the same function, but its NaN/inf branches and
-    their derivatives cost ~3x more per element in float64 on a CPU: a logit log-density written
-    `y * eta - log1pexp(eta)` fits ~10% faster at N = 1e6 and ~35% faster in vmapped small fits."""
+    """ln(1 + e^x) (softplus) = max(x, 0) + ln(1 + e^-|x|), exact for every x; its derivative, the
+    logistic p = 1/(1 + e^-x), comes from the same e^-|x|, and autodiff of that gives p (1 - p) without
+    cancellation in either tail. `jnp.logaddexp(0, x)` is the same function, but its NaN/inf branches
+    and their derivatives cost more: a logit log-density written `y * eta - log1pexp(eta)` fits ~6%
+    faster at N = 1e6 and ~35% faster in vmapped small fits on a CPU."""
     return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
-log1pexp.defjvps(lambda g, ans, x: g * jax.nn.sigmoid(x))
+@log1pexp.defjvp
+def _log1pexp_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    e = jnp.exp(-jnp.abs(x))
+    p = jnp.where(x >= 0, 1.0, e) / (1.0 + e)
+    return jnp.maximum(x, 0.0) + jnp.log1p(e), p * t
 
 
 @dataclasses.dataclass(frozen=True)
