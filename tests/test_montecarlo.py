@@ -228,7 +228,12 @@ res = t.jm.monte_carlo(t.simulate_normal, t.normal_logpdf, t.THETA_NORMAL, 11, j
 print(json.dumps({"estimates": res.estimates.tolist(), "lr": res.lr.tolist(),
                   "se": res.se["sandwich"].tolist()}))
 """
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    # simulated CPU devices (JAX_PLATFORMS=cpu: on a GPU machine the default backend is the GPU)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_PLATFORMS": "cpu",
+    }
     here = os.path.dirname(__file__)
     out = subprocess.run([sys.executable, "-W", "error", "-c", code, here], capture_output=True,
                          text=True, env=env)  # fmt: skip

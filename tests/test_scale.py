@@ -37,7 +37,12 @@ print("ok")
 
 
 def test_sharded_over_eight_devices_equals_one_device():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    # simulated CPU devices (JAX_PLATFORMS=cpu: on a GPU machine the default backend is the GPU)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
     out = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
