@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
-from functools import partial
+from functools import partial, wraps
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -178,12 +178,9 @@ def _fit(
 ):
     solve_dtype = jnp.dtype(jnp.result_type(float))  # float64 in the host scope
     init, free = prepare_init(init, fixed, solve_dtype)
-    leaves = jax.tree.leaves(init)
-    if all(isinstance(x, np.ndarray) for x in leaves):
-        theta0 = np.concatenate([x.ravel() for x in leaves])
-    else:
-        theta0, _ = jax.flatten_util.ravel_pytree(init)
     leaves, treedef = jax.tree.flatten(init)
+    xp = np if all(isinstance(x, np.ndarray) for x in leaves) else jnp  # numpy: no eager compiles
+    theta0 = xp.concatenate([xp.ravel(x) for x in leaves])  # ravel_pytree's order
     spec = ParamSpec(treedef, tuple(tuple(np.shape(x)) for x in leaves))
     if stream and (traced or devices is not None):
         raise ValueError(
@@ -283,6 +280,19 @@ def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
     return type(out)(**{**_fields(out), "context": context})
 
 
+def _full_precision(program):
+    """Trace `program` with every product at full precision: on GPUs XLA's default for float32 is TF32
+    (a 10-bit mantissa), which leaves lnL and U too noisy for Newton to converge. Precision is fixed
+    when the program is traced, so the context is entered there."""
+
+    @wraps(program)
+    def traced(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return program(*args, **kwargs)
+
+    return traced
+
+
 @partial(
     jax.jit,
     static_argnames=(
@@ -302,6 +312,7 @@ def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
         "expected",
     ),
 )
+@_full_precision
 def _fit_compiled(
     theta0,
     data,
@@ -323,20 +334,6 @@ def _fit_compiled(
     expected,
     compute_dtype,
 ) -> FitResult:
-    # Products at full precision: on GPUs XLA's default for float32 is TF32 (a 10-bit mantissa), which
-    # leaves lnL and U too noisy for Newton to converge (precision is fixed when the program is traced)
-    with jax.default_matmul_precision("highest"):
-        return _fit_program(theta0, data, weights, groups, logpdf=logpdf, spec=spec, names=names,
-                            free=free, method=method, cov=cov, max_iter=max_iter, tol=tol,
-                            layout=layout, n_rows=n_rows, n_groups=n_groups,
-                            weight_kind=weight_kind, expected=expected,
-                            compute_dtype=compute_dtype)  # fmt: skip
-
-
-def _fit_program(
-    theta0, data, weights, groups, *, logpdf, spec, names, free, method, cov, max_iter, tol,
-    layout, n_rows, n_groups, weight_kind, expected, compute_dtype,
-) -> FitResult:  # fmt: skip
     free_idx = np.flatnonzero(free)
     all_free = len(free_idx) == len(free)
 

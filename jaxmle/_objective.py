@@ -85,8 +85,7 @@ class Objective(NamedTuple):
             ll, g = jax.value_and_grad(self._chunk_loglik)(theta_free, b, m)
             return ll, g
 
-        k = theta_free.shape[0]
-        ll, g = chunked_sum(chunk, self.batch, self.layout, _zeros(theta_free, (), (k,)))
+        ll, g = chunked_sum(chunk, self.batch, self.layout, _zero_terms(theta_free)[:2])
         return Terms(ll, g, jnp.zeros((0, 0), g.dtype))
 
     def newton(self, theta_free) -> Terms:
@@ -100,9 +99,7 @@ class Objective(NamedTuple):
             h, (ll, g) = jax.jacrev(grad_aux, has_aux=True)(theta_free)
             return ll, g, -h
 
-        k = theta_free.shape[0]
-        zeros = _zeros(theta_free, (), (k,), (k, k))
-        ll, g, info = chunked_sum(chunk, self.batch, self.layout, zeros)
+        ll, g, info = chunked_sum(chunk, self.batch, self.layout, _zero_terms(theta_free))
         return Terms(ll, g, 0.5 * (info + info.T))
 
     def fisher(self, theta_free) -> Terms:
@@ -132,9 +129,7 @@ class Objective(NamedTuple):
             info = wj.reshape(-1, k).T @ fj.reshape(-1, k)
             return ll, g, info
 
-        k = theta_free.shape[0]
-        zeros = _zeros(theta_free, (), (k,), (k, k))
-        ll, g, info = chunked_sum(chunk, self.batch, self.layout, zeros)
+        ll, g, info = chunked_sum(chunk, self.batch, self.layout, _zero_terms(theta_free))
         return Terms(ll, g, 0.5 * (info + info.T))
 
     def _chunk_scores(self, theta_free, b: Batch):
@@ -153,9 +148,7 @@ class Objective(NamedTuple):
             w = self._obs_weights(b, m)
             return jnp.sum(w * ll), s.T @ w, (s * w[:, None]).T @ s
 
-        k = theta_free.shape[0]
-        zeros = _zeros(theta_free, (), (k,), (k, k))
-        return Terms(*chunked_sum(chunk, self.batch, self.layout, zeros))
+        return Terms(*chunked_sum(chunk, self.batch, self.layout, _zero_terms(theta_free)))
 
     def scores(self, theta_free, probe) -> ScoreTerms:
         """lnL, U, the OPG, the sandwich meat, the cluster score sums, and lnL at `probe`, in one
@@ -178,11 +171,13 @@ class Objective(NamedTuple):
                 sg = jax.ops.segment_sum(ws, b.groups, num_segments=self.n_groups)
             return jnp.sum(w * ll), jnp.sum(ws, axis=0), opg, meat, sg, ll_probe
 
-        k, groups = theta_free.shape[0], 0 if self.batch.groups is None else self.n_groups
-        zeros = _zeros(theta_free, (), (k,), (k, k), (k, k), (groups, k), ())
+        ll, u, kk = _zero_terms(theta_free)
+        groups = 0 if self.batch.groups is None else self.n_groups
+        zeros = (ll, u, kk, kk, jnp.zeros((groups, u.shape[0]), u.dtype), ll)
         return ScoreTerms(*chunked_sum(chunk, self.batch, self.layout, zeros))
 
 
-def _zeros(theta, *shapes):
-    """Zero accumulators of these shapes in theta's dtype (the sums are kept in it)."""
-    return tuple(jnp.zeros(shape, theta.dtype) for shape in shapes)
+def _zero_terms(theta):
+    """Zero lnL, U and k x k accumulators in theta's dtype (the sums are kept in it)."""
+    k = theta.shape[0]
+    return jnp.zeros((), theta.dtype), jnp.zeros(k, theta.dtype), jnp.zeros((k, k), theta.dtype)

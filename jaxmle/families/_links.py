@@ -21,16 +21,20 @@ def log1pexp(x):
     logistic p = 1/(1 + e^-x), comes from the same e^-|x|, and autodiff of that gives p (1 - p) without
     cancellation in either tail. `jnp.logaddexp(0, x)` is the same function, but its NaN/inf branches
     and their derivatives cost more: a logit log-density written `y * eta - log1pexp(eta)` fits ~6%
-    faster at N = 1e6 and ~35% faster in vmapped small fits on a CPU."""
-    return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+    faster at N = 1e6 and gives ~40% more fits per second in vmapped small fits on a CPU."""
+    return _log1pexp_and_exp(x)[0]
+
+
+def _log1pexp_and_exp(x):
+    e = jnp.exp(-jnp.abs(x))
+    return jnp.maximum(x, 0.0) + jnp.log1p(e), e
 
 
 @log1pexp.defjvp
 def _log1pexp_jvp(primals, tangents):
     (x,), (t,) = primals, tangents
-    e = jnp.exp(-jnp.abs(x))
-    p = jnp.where(x >= 0, 1.0, e) / (1.0 + e)
-    return jnp.maximum(x, 0.0) + jnp.log1p(e), p * t
+    value, e = _log1pexp_and_exp(x)
+    return value, jnp.where(x >= 0, 1.0, e) / (1.0 + e) * t
 
 
 @dataclasses.dataclass(frozen=True)
