@@ -47,7 +47,7 @@ print(jm.delta_method(full, lambda p: {"or_x": jnp.exp(p["b"])}).summary())
 print("\nProfile-likelihood vs Wald 95% intervals")
 lo, hi = full.conf_int()
 for j, name in enumerate(("b[0]", "b[1]")):
-    profile = full.profile_ci(name)
+    profile = jm.profile_ci(full, name)
     print(f"  {name}: profile [{profile[0]:.4f}, {profile[1]:.4f}]", end="  ")
     print(f"Wald [{float(lo['b'][j]):.4f}, {float(hi['b'][j]):.4f}]")
 
@@ -66,7 +66,7 @@ def normal(theta, obs):
 y = rng.normal(2.0, 1.5, size=200)
 res = jm.fit_transformed(normal, {"mu": 0.0, "sigma": 1.0}, {"y": y}, {"sigma": jm.positive()})
 print(res.summary())  # sigma with its delta-method standard error
-print("  profile interval for sigma:", res.profile_ci("sigma"))
+print("  profile interval for sigma:", jm.profile_ci(res, "sigma"))
 
 print("\nSize of the three tests under H0 (g = 0), 500 replications in one compiled call")
 

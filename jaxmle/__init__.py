@@ -1,29 +1,31 @@
 """jaxmle: maximum-likelihood estimation on JAX. Write one observation's log-density; get the rest."""
 
 from . import families as families
+from ._bounds import Bounds as Bounds
+from ._bounds import interval as interval
+from ._bounds import positive as positive
+from ._fit import Problem as Problem
+from ._fit import attach as attach
 from ._fit import fit as fit
 from ._glm import GLMResult as GLMResult
 from ._glm import glm as glm
 from ._inference import DeltaResult as DeltaResult
-from ._inference import ModelComparison as ModelComparison
-from ._inference import TestResult as TestResult
-from ._inference import compare as compare
 from ._inference import delta_method as delta_method
-from ._inference import lr_test as lr_test
-from ._inference import score_test as score_test
 from ._inference import wald_test as wald_test
-from ._montecarlo import MonteCarloResult as MonteCarloResult
+from ._lrscore import ModelComparison as ModelComparison
+from ._lrscore import compare as compare
+from ._lrscore import lr_test as lr_test
+from ._lrscore import score_test as score_test
+from ._mcresult import MonteCarloResult as MonteCarloResult
 from ._montecarlo import monte_carlo as monte_carlo
 from ._profile import ProfileInterval as ProfileInterval
 from ._profile import profile_ci as profile_ci
 from ._profile import profile_loglik as profile_loglik
 from ._profile import profile_plot as profile_plot
 from ._results import FitResult as FitResult
-from ._results import Status as Status
-from ._transforms import Bounds as Bounds
+from ._status import Status as Status
+from ._testing import TestResult as TestResult
 from ._transforms import fit_transformed as fit_transformed
-from ._transforms import interval as interval
-from ._transforms import positive as positive
 from ._transforms import to_natural as to_natural
 from .families import log1pexp as log1pexp
 

@@ -8,9 +8,9 @@ the outcome is carried in `FitResult.status` instead.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
 from functools import partial, wraps
 from typing import Any, NamedTuple
 
@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._accumulate import HostData, Layout, auto_chunk_size, n_devices, place, platform_of
-from ._covariance import KINDS, covariance, psd_inverse
+from ._bounds import Transforms, flat_inverse
+from ._covariance import KINDS, NEEDS, Pieces, check_kind, covariance, psd_inverse
 from ._inputs import (
     check_logpdf,
     prepare_data,
@@ -31,11 +32,12 @@ from ._inputs import (
     raise_nonfinite_data,
 )
 from ._objective import Batch, Objective
-from ._results import FitResult, Status, _embed_block, _fields, parameter_names
-from ._solvers import equilibrated_eigh, maximize
+from ._results import FitResult, embed_block, parameter_names, replace, with_handles
+from ._scope import float64_scope, traced
+from ._solvers import METHODS, Method, check_method, equilibrated_eigh, maximize
+from ._status import Status
 
 PyTree = Any
-METHODS = ("newton", "fisher", "bhhh", "bfgs")
 WEIGHT_KINDS = ("frequency", "sampling")
 # A final Newton step longer than this fraction of |theta| means the iterates are still travelling:
 # at a maximum that exists the step is ~sqrt(tol) standard errors, far below it.
@@ -76,6 +78,7 @@ def fit(
     devices=None,
     stream: bool = False,
     dtype=None,
+    names: dict | None = None,
     throw: bool = False,
 ) -> FitResult:
     """Maximum-likelihood fit of `sum_i w_i logpdf(theta, obs_i)`.
@@ -116,86 +119,80 @@ def fit(
       dtype: "float64" (default, whatever the global JAX setting), or "float32": data and the
         per-chunk log-densities and derivatives in float32 (half the memory traffic; the GPU path),
         sums across chunks, the solves and the results in float64.
+      names: labels for the entries of array parameters, {top-level key of init: names}, e.g.
+        `names={"b": ["age", "income"]}`: `summary()`, `to_frame()` and `wald_test` strings then
+        use them. A pandas Series as an init leaf is labelled by its index. Names must be unique.
       throw: raise if the fit does not succeed (under `jit`/`vmap`, via `equinox.error_if`).
 
     Returns a `FitResult`; under `jax.vmap` a batched one with its own status for every fit.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    if cov not in KINDS:
-        raise ValueError(f"unknown cov {cov!r}; choose one of {KINDS}")
-    if weight_kind not in WEIGHT_KINDS:
-        raise ValueError(f"unknown weight_kind {weight_kind!r}; choose one of {WEIGHT_KINDS}")
-    if expected is None and (method == "fisher" or cov == "expected"):
+    entry = check_method(method)
+    if expected is None and (entry.curvature == "expected" or cov == "expected"):
         # a families Model (or a logpdf made with families.expected) carries its information
         expected = getattr(logpdf, "expected", None)
-    if (method == "fisher" or cov == "expected") and expected is None:
-        raise ValueError(
-            f"method={method!r}, cov={cov!r} need the expected information: pass "
-            "expected=(predict, fisher), or fit a family model"
-        )
-    if cov == "cluster" and groups is None:
-        raise ValueError("cov='cluster' needs cluster ids: pass groups=<(N,) labels>")
-    if not (isinstance(max_iter, int) and max_iter >= 0):
+    has = {"groups": groups is not None, "expected": expected is not None}
+    check_kind(KINDS, cov, has=has)
+    for need in entry.needs:
+        if not has[need]:
+            raise ValueError(f"method={method!r} needs {NEEDS[need]}")
+    if weight_kind not in WEIGHT_KINDS:
+        raise ValueError(f"unknown weight_kind {weight_kind!r}; choose one of {WEIGHT_KINDS}")
+    if isinstance(max_iter, bool) or not (isinstance(max_iter, int) and max_iter >= 0):
         raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}")
     dtype = jnp.dtype("float64" if dtype is None else dtype)
     if dtype not in (jnp.dtype("float64"), jnp.dtype("float32")):
         raise ValueError(f"dtype must be float64 or float32, got {dtype}")
-    if tol is None:
-        tol = 1e-12 if dtype == jnp.float64 else 1e-6
-    traced = any(
-        isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((init, data, weights, groups))
-    )
-    # 64-bit scope on the host; under an outer jit/vmap the dtype follows the traced inputs
-    scope = jax.enable_x64(True) if not traced else nullcontext()
-    with scope:
+    if tol is not None and not (
+        isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 < tol < math.inf
+    ):
+        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    is_traced = traced(init, data, weights, groups)
+    with float64_scope(init, data, weights, groups):
+        # under an outer jit/vmap with JAX's 64-bit mode off, the inputs arrive in float32: the fit
+        # computes in float32 and its defaults (tol, line-search slack) follow
+        solve_dtype = jnp.dtype(jnp.result_type(float))
+        dtype = min(dtype, solve_dtype, key=lambda d: d.itemsize)
+        tol = default_tol(dtype) if tol is None else float(tol)
         return _fit(
-            logpdf, init, data, groups, n_groups, weights, weight_kind, fixed, expected, method,
-            cov, max_iter, float(tol), chunk_size, devices, stream, dtype, throw, traced,
+            logpdf, init, data, groups, n_groups, weights, weight_kind, fixed, expected, entry,
+            cov, max_iter, tol, chunk_size, devices, stream, dtype, solve_dtype, names, throw,
+            is_traced,
         )  # fmt: skip
 
 
+def default_tol(dtype) -> float:
+    """Convergence tolerance on the scaled gradient for the dtype the fit computes in: ~2 x the
+    lnL still to gain, far below what moves an estimate by a visible fraction of a standard error
+    (1e-12 in float64; 1e-6 in float32, whose lnL is rounded at ~1e-7 relative)."""
+    return 1e-12 if jnp.dtype(dtype) == jnp.float64 else 1e-6
+
+
 def _fit(
-    logpdf,
-    init,
-    data,
-    groups,
-    n_groups,
-    weights,
-    weight_kind,
-    fixed,
-    expected,
-    method,
-    cov,
-    max_iter,
-    tol,
-    chunk_size,
-    devices,
-    stream,
-    dtype,
-    throw,
-    traced,
-):
-    solve_dtype = jnp.dtype(jnp.result_type(float))  # float64 in the host scope
-    init, free = prepare_init(init, fixed, solve_dtype)
+    logpdf, init, data, groups, n_groups, weights, weight_kind, fixed, expected, method, cov,
+    max_iter, tol, chunk_size, devices, stream, dtype, solve_dtype, labels, throw, is_traced,
+):  # fmt: skip
+    init, free, labels = prepare_init(init, fixed, solve_dtype, labels)
+    names = parameter_names(init, labels)
     leaves, treedef = jax.tree.flatten(init)
     xp = np if all(isinstance(x, np.ndarray) for x in leaves) else jnp  # numpy: no eager compiles
     theta0 = xp.concatenate([xp.ravel(x) for x in leaves])  # ravel_pytree's order
     spec = ParamSpec(treedef, tuple(tuple(np.shape(x)) for x in leaves))
-    if stream and (traced or devices is not None):
+    if stream and (is_traced or devices is not None):
         raise ValueError(
             "stream=True streams host data to one device: not under jit, not with devices="
         )
-    data, n = prepare_data(data, dtype, traced, on_host=stream)
-    weights = prepare_weights(weights, n, solve_dtype, traced)
-    groups, n_groups = prepare_groups(groups, n_groups, n, traced)
+    data, n = prepare_data(data, dtype, is_traced, on_host=stream)
+    weights = prepare_weights(weights, n, solve_dtype, is_traced)
+    groups, n_groups = prepare_groups(groups, n_groups, n, is_traced)
     check_logpdf(logpdf, init, data)
     if not (chunk_size is None or (isinstance(chunk_size, int) and chunk_size > 0)):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     if stream:
         layout = Layout(chunk_size, host=HostData(data))
     else:
-        data, weights, groups, layout = place(data, weights, groups, devices, n, chunk_size, traced)
+        data, weights, groups, layout = place(
+            data, weights, groups, devices, n, chunk_size, is_traced
+        )
     if layout.chunk_size is None:
         local = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(
@@ -205,53 +202,71 @@ def _fit(
         )
         layout = layout._replace(chunk_size=auto_chunk_size(local, sum(free), platform_of(data)))
 
-    context = FitContext(
-        logpdf=logpdf, spec=spec, names=parameter_names(init), data=data, weights=weights,
-        groups=groups, n_groups=n_groups, weight_kind=weight_kind, expected=expected,
-        method=method, cov=cov, max_iter=max_iter, tol=tol, layout=layout, n_rows=n,
-        device_data=None if stream else data,
+    problem = Problem(
+        logpdf=logpdf, spec=spec, names=names, data=data, weights=weights, groups=groups,
+        n_groups=n_groups, weight_kind=weight_kind, expected=expected, method=method.name,
+        cov=cov, max_iter=max_iter, tol=tol, layout=layout, n_rows=n,
         dtype=solve_dtype, compute_dtype=None if dtype == solve_dtype else dtype,
     )  # fmt: skip
-    res = _run(context, theta0, free)
-    if not traced:  # a host fit remembers how it was made, for profiles and refits
-        res = type(res)(**{**_fields(res), "context": context})
-    if not traced and int(res.status) in (Status.NONFINITE_START, Status.NONFINITE):
+    res = _run(problem, theta0, free)
+    if not is_traced:  # a host fit carries how it was made, for profiles and refits
+        res = with_handles(res, _problem=problem)
+    if not is_traced and int(res.status) in (Status.NONFINITE_START, Status.NONFINITE):
         # NaN/inf in the data shows up as a non-finite lnL or score; checking afterwards, only
         # when it matters, spares every healthy fit a pass over the data and a host round-trip
         raise_nonfinite_data(data, n)
-    if not traced and int(res.status) == Status.NONFINITE_START:
+    if not is_traced and int(res.status) == Status.NONFINITE_START:
         raise_bad_start(logpdf, spec, theta0, data, n)
     if throw:
-        if traced:
+        if is_traced:
             return eqx.error_if(res, ~res.converged, "jaxmle.fit did not succeed (see res.status)")
         if not bool(res.converged):
             raise RuntimeError(f"jaxmle.fit: {res.message}")
     return res
 
 
-class FitContext:
-    """How a host-side fit was made (model, data, options), kept as a static field of its result.
+@dataclasses.dataclass(frozen=True, eq=False)
+class Problem:
+    """What a host-side fit was made from, carried beside its result (`res.problem`): the model,
+    the validated data where the fit placed them, and the options. `refit` re-runs the same compiled
+    program from it (profile likelihood, score tests); `transforms` is set by `fit_transformed`,
+    whose fits run on the unconstrained scale."""
 
-    Compared and hashed by identity, so a result stays a cheap pytree; `refit` re-runs the same
-    compiled program with other start values or other parameters held fixed (profile likelihood,
-    score tests), which is why it holds the validated, device-resident data.
-    """
+    logpdf: Callable
+    spec: ParamSpec
+    names: tuple[str, ...]
+    data: PyTree
+    weights: jax.Array | None
+    groups: jax.Array | None
+    n_groups: int
+    weight_kind: str
+    expected: tuple[Callable, Callable] | None
+    method: str
+    cov: str
+    max_iter: int
+    tol: float
+    layout: Layout
+    n_rows: int
+    dtype: Any
+    compute_dtype: Any
+    transforms: Transforms | None = None
 
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
+    def replace(self, **changes) -> Problem:
+        return dataclasses.replace(self, **changes)
 
-    def replace(self, **fields) -> FitContext:
-        return FitContext(**{**self.__dict__, **fields})
+    @property
+    def device_data(self):
+        """The data as the compiled program takes them (None when streamed from the host)."""
+        return None if self.layout.host is not None else self.data
 
 
-def _run(context: FitContext, theta0, free) -> FitResult:
-    c = context
+def _run(problem: Problem, theta0, free) -> FitResult:
+    c = problem
     return _fit_compiled(
         theta0, c.device_data, c.weights, c.groups, logpdf=c.logpdf, spec=c.spec, names=c.names,
-        free=free, method=c.method, cov=c.cov, max_iter=c.max_iter, tol=c.tol,
+        free=free, method=METHODS[c.method], cov=c.cov, max_iter=c.max_iter, tol=c.tol,
         layout=c.layout, n_rows=c.n_rows, n_groups=c.n_groups, weight_kind=c.weight_kind,
-        compute_dtype=c.compute_dtype,
-        expected=c.expected,
+        compute_dtype=c.compute_dtype, expected=c.expected,
     )  # fmt: skip
 
 
@@ -262,22 +277,49 @@ def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
     profile over many values of one parameter compiles once. It works in the parameters the program
     optimises: for a `fit_transformed` result, the unconstrained u (theta0 and the returned fit).
     """
-    if res.context is None:
-        raise ValueError(
-            "this result was made under jit/vmap and does not carry its data; "
-            "refit from a host-side fit"
-        )
-    context = res.context.replace(**options) if options else res.context
-    transforms = getattr(context, "transforms", None)  # set by fit_transformed
-    if theta0 is None and transforms is not None:
-        from ._transforms import flat_inverse
-
-        theta0 = flat_inverse(transforms.flat_bounds(res.params), res.coef)
+    problem = res.problem.replace(**options) if options else res.problem
+    if theta0 is None and problem.transforms is not None:
+        theta0 = flat_inverse(problem.transforms.flat_bounds(res.params), res.coef)
     theta0 = res.coef if theta0 is None else theta0
     free = res.free if free is None else tuple(bool(f) for f in free)
+    with jax.enable_x64(problem.dtype == jnp.float64):
+        out = _run(problem, jnp.asarray(theta0, problem.dtype), free)
+    return with_handles(out, _problem=problem)
+
+
+# lnL recomputed at theta_hat on the data given to `attach` must equal the fit's to rounding
+ATTACH_RTOL = 1e-9
+
+
+def attach(res: FitResult, logpdf, data, **fit_options) -> FitResult:
+    """Give a result its model and data back, so that it can refit (profiles, score tests).
+
+    A fit taken out of a vmapped batch (`batched[17]`) or returned through `jit` holds no data. With
+    the log-density, that fit's data and the options it was fitted with (weights, groups, ...),
+    `attach` validates them as `fit` does and checks that they reproduce the fit's lnL at its
+    estimate (else the data are not the ones it was fitted to) before it returns the result with
+    its `problem`.
+    """
+    if np.ndim(res.status):
+        raise ValueError("attach takes one fit; index the batch first (res[i])")
+    if res.method != fit_options.pop("method", res.method):
+        raise ValueError("attach: method= differs from the fit's")
+    fit_options.setdefault("cov", res.cov_type)
+    max_iter = fit_options.pop("max_iter", 100)
     with jax.enable_x64(True):
-        out = _run(context, jnp.asarray(theta0, context.dtype), free)
-    return type(out)(**{**_fields(out), "context": context})
+        params = jax.tree.map(np.asarray, res.params)
+        check = fit(logpdf, params, data, method=res.method, max_iter=0, **fit_options)
+        if check.names != res.names:
+            raise ValueError("attach: the parameters of this log-density differ from the fit's")
+        a, b = float(check.loglik), float(res.loglik)
+    # a fit made in float32 (under vmap with 64-bit mode off) has lnL rounded at its precision
+    rtol = max(ATTACH_RTOL, 100 * float(jnp.finfo(res.loglik.dtype).eps))
+    if not abs(a - b) <= rtol * max(1.0, abs(b)):
+        raise ValueError(
+            f"attach: these data give lnL = {a:.12g} at the fit's estimate, but the fit has "
+            f"{b:.12g}: they are not the data (or options) it was fitted to"
+        )
+    return with_handles(replace(res), _problem=check.problem.replace(max_iter=max_iter))
 
 
 def _full_precision(program):
@@ -323,7 +365,7 @@ def _fit_compiled(
     spec,
     names,
     free,
-    method,
+    method: Method,
     cov,
     max_iter,
     tol,
@@ -348,14 +390,8 @@ def _fit_compiled(
             return jax.tree.map(lambda x: x.astype(compute_dtype), spec.unravel(flat))
 
     obj = Objective(logpdf, unravel, embed, batch, layout, n_groups, weight_kind, expected)
-    evaluate = {
-        "newton": obj.newton,
-        "fisher": obj.fisher,
-        "bhhh": obj.bhhh,
-        "bfgs": obj.loglik_grad,
-    }[method]
     st = maximize(
-        evaluate,
+        obj.terms(method.curvature),
         theta0[free_idx],
         method=method,
         max_iter=max_iter,
@@ -366,62 +402,67 @@ def _fit_compiled(
 
     theta_hat = embed(st.theta)
     full = obj._replace(embed=lambda t: t)
-    info = st.matrix if method == "newton" and all_free else full.newton(theta_hat).matrix
+    reuse = all_free and method.curvature == "hessian"
+    info = st.matrix if reuse else full.newton(theta_hat).matrix
     info_free = info[free_idx][:, free_idx]
     probe, may_be_separated = _separation_probe(st, info_free)
     sc = full.scores(theta_hat, embed(probe))
     if expected is None:
         expected_info = jnp.full_like(info, jnp.nan)
-    elif method == "fisher" and all_free:
+    elif method.curvature == "expected" and all_free:
         expected_info = st.matrix
     else:
         expected_info = full.fisher(theta_hat).matrix
 
-    blocks = (
+    n_obs = jnp.sum(weights) if (weights is not None and weight_kind == "frequency") else n_rows
+    n_obs = jnp.asarray(n_obs, theta0.dtype)
+    pieces = Pieces(
         info_free,
         sc.opg[free_idx][:, free_idx],
         sc.meat[free_idx][:, free_idx],
         sc.score_groups[:, free_idx],
+        expected_info[free_idx][:, free_idx],
+        n_obs,
     )
     # one eigen-decomposition of the information serves the status and every bread (XLA's eigh is
     # costly to compile); Newton's loop has it already for its final point
-    info_eig = st.eig if method == "newton" and all_free else equilibrated_eigh(info_free)
-    cov_free, cov_status = covariance(
-        cov,
-        *blocks,
-        expected=None if expected is None else expected_info[free_idx][:, free_idx],
-        information_eig=info_eig,
-    )
+    info_eig = st.eig if reuse else equilibrated_eigh(info_free)
+    cov_free, cov_status = covariance(KINDS[cov], pieces, information_eig=info_eig)
     _, info_status = psd_inverse(info_free, info_eig)
     separated = (
         may_be_separated & jnp.isfinite(sc.loglik_probe) & (sc.loglik_probe > st.loglik - 1.0)
+    )
+    bad_groups = (
+        jnp.asarray(False) if groups is None else jnp.any((groups < 0) | (groups >= n_groups))
     )
 
     status = jnp.select(
         [
             st.failed_start,
             ~jnp.isfinite(st.loglik) | ~jnp.isfinite(st.decrement),
-            separated,
+            bad_groups,
             st.failed_search,
-            st.decrement > tol,
+            (st.decrement > tol) & ~st.at_floor,
+            separated,
             info_status != Status.SUCCESSFUL,
             cov_status != Status.SUCCESSFUL,
         ],
         [
             Status.NONFINITE_START,
             Status.NONFINITE,
-            Status.SEPARATION,
+            Status.BAD_GROUPS,
             Status.LINE_SEARCH_FAILED,
             Status.MAX_ITER,
+            Status.SEPARATION,
             info_status,
             cov_status,
         ],
         Status.SUCCESSFUL,
     ).astype(jnp.int32)
 
-    cov_full = _embed_block(cov_free, free)
+    cov_full = embed_block(cov_free, free)
+    cov_full = jnp.where(bad_groups & (cov == "cluster"), jnp.nan, cov_full)
     se = jnp.sqrt(jnp.diagonal(cov_full))
-    n_obs = jnp.sum(weights) if (weights is not None and weight_kind == "frequency") else n_rows
     return FitResult(
         params=spec.unravel(theta_hat),
         se=spec.unravel(se),
@@ -433,14 +474,14 @@ def _fit_compiled(
         opg=sc.opg,
         meat=sc.meat,
         score_groups=sc.score_groups,
-        n_obs=jnp.asarray(n_obs, theta0.dtype),
+        n_obs=n_obs,
         n_iter=st.n_iter,
         n_damped=st.n_damped,
         scaled_gradient=st.decrement,
         status=status,
         names=names,
         free=free,
-        method=method,
+        method=method.name,
         cov_type=cov,
     )
 

@@ -11,27 +11,33 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import warnings
 from collections import OrderedDict
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._covariance import KINDS
-from ._fit import METHODS, fit
-from ._results import FitResult, table_row
+from ._covariance import KINDS, check_kind
+from ._design import (
+    Design,
+    as_frame,
+    build_design,
+    caller_context,
+    check_collinear,
+    gram,
+    new_design,
+    new_offset,
+)
+from ._fit import fit
+from ._results import FitResult, replace, result_class, static, with_handles
+from ._solvers import check_method
+from ._tables import head_lines, table_lines
 from .families._glmfamily import GLMFamily, NegativeBinomialFamily, glm_family
 from .families._model import Model
 
 DISPERSIONS = (None, "pearson", "mle")
-# A column whose part not explained by the columns before it is below this fraction of its sum of
-# squares (R^2 > 1 - 1e-11 on them) is a linear combination of them. The Gram matrix resolves this
-# fraction to ~1e-13 in float64; such a column would leave the information matrix singular anyway.
-COLLINEAR_TOL = 1e-11
 _NULL_ITERATIONS = 50
 
 
@@ -59,14 +65,27 @@ class _Response:
         return self.family.response(obs["y"], obs["w"])
 
 
-class GLMInfo:
-    """Host-side description of a GLM fit (formula, family, design spec, dropped rows); identity-hashed,
-    so a `GLMResult` stays a cheap pytree."""
+@dataclasses.dataclass(frozen=True)
+class GLMSpec:
+    """What a GLM is, by value (static in the result: two fits of one formula share a treedef)."""
 
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
+    formula: str
+    family: GLMFamily
+    coef_names: tuple[str, ...]
+    response_name: str
+    dispersion: str | None
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class GLMDesign:
+    """How the design was built from the frame, for `predict` on new data (a host-side handle)."""
+
+    model_spec: Any
+    offset: Any
+    index: Any
+
+
+@result_class
 class GLMResult(FitResult):
     """A `FitResult` with R's GLM numbers. `params`, `se`: coefficients by formula name, then the
     family's extra parameter ("scale", "shape" or "theta") at its MLE.
@@ -82,13 +101,18 @@ class GLMResult(FitResult):
     unscaled kinds of `jaxmle.fit` (pure MLE).
     """
 
-    deviance: jax.Array = eqx.field(kw_only=True)
-    null_deviance: jax.Array = eqx.field(kw_only=True)
-    pearson_chi2: jax.Array = eqx.field(kw_only=True)
-    dispersion: jax.Array = eqx.field(kw_only=True)
-    df_resid: jax.Array = eqx.field(kw_only=True)
-    df_null: jax.Array = eqx.field(kw_only=True)
-    glm: Any = eqx.field(static=True, kw_only=True, default=None)
+    deviance: jax.Array
+    null_deviance: jax.Array
+    pearson_chi2: jax.Array
+    dispersion: jax.Array
+    df_resid: jax.Array
+    df_null: jax.Array
+    n_missing: jax.Array
+    n_zero_weight: jax.Array
+    glm: GLMSpec = static()
+
+    _handles: ClassVar[tuple[str, ...]] = ("_problem", "_design")
+    _design: ClassVar[Any] = None
 
     @property
     def family(self) -> GLMFamily:
@@ -101,7 +125,7 @@ class GLMResult(FitResult):
     @property
     def n_dropped(self) -> int:
         """Rows left out: missing values in the variables used (R's na.omit), and zero weights."""
-        return self.glm.n_missing + self.glm.n_zero_weight
+        return int(self.n_missing) + int(self.n_zero_weight)
 
     def predict(self, newdata=None, offset=None):
         """Linear predictor and mean with delta-method standard errors, as a DataFrame.
@@ -116,14 +140,19 @@ class GLMResult(FitResult):
 
         self._require_single("predict")
         info = self.glm
+        if self._design is None:
+            raise ValueError(
+                "this GLM result does not hold its design (it passed through jit or "
+                "a tree operation); predict from the result jm.glm returned"
+            )
         if newdata is None:
-            X = np.asarray(self.context.data["X"])
-            off = np.asarray(self.context.data["offset"])
-            index = info.index
+            X = np.asarray(self.problem.data["X"])
+            off = np.asarray(self.problem.data["offset"])
+            index = self._design.index
         else:
-            frame = _as_frame(newdata)
-            X = _new_design(info, frame)
-            off = _new_offset(info, frame, offset)
+            frame = as_frame(newdata)
+            X = new_design(self._design, frame)
+            off = new_offset(self._design, frame, offset)
             index = frame.index
         p = len(info.coef_names)
         with jax.enable_x64(True):
@@ -136,22 +165,21 @@ class GLMResult(FitResult):
     def summary(self, level: float = 0.95) -> str:
         """R `summary(glm)`-style: call, family, coefficients (z tests), dispersion, deviances, AIC."""
         self._require_single("summary")
-        info, t = self.glm, self.table(level)
+        info = self.glm
         fam = info.family
         dropped = []
-        if info.n_missing:
-            dropped.append(f"{info.n_missing} with missing values")
-        if info.n_zero_weight:
-            dropped.append(f"{info.n_zero_weight} with zero weight")
+        if int(self.n_missing):
+            dropped.append(f"{int(self.n_missing)} with missing values")
+        if int(self.n_zero_weight):
+            dropped.append(f"{int(self.n_zero_weight)} with zero weight")
         n_text = f"{int(self.n_obs)}" + (f" ({', '.join(dropped)} dropped)" if dropped else "")
-        phi = float(self.dispersion)
         head = [
             ("Formula", info.formula),
             ("Family", f"{fam.name}, link {fam.link.name}"),
             ("Observations", n_text),
             ("Method", f"{self.method}, {int(self.n_iter)} iterations"),
             ("Covariance", self.cov_type),
-            ("Dispersion", f"{phi:.6g}"),
+            ("Dispersion", f"{float(self.dispersion):.6g}"),
             ("Deviance", f"{float(self.deviance):.6f} on {int(self.df_resid)} df"),
             ("Null deviance", f"{float(self.null_deviance):.6f} on {int(self.df_null)} df"),
             ("Pearson chi2", f"{float(self.pearson_chi2):.6f}"),
@@ -160,18 +188,10 @@ class GLMResult(FitResult):
             ("BIC", f"{float(self.bic):.4f}"),
             ("Status", f"{self.message} (scaled gradient {float(self.scaled_gradient):.2e})"),
         ]
-        lo, hi = (1 - level) / 2, (1 + level) / 2
-        width = max(12, *(len(n) for n in self.names)) + 1
-        lines = ["Generalized linear model (jaxmle)"] + [f"  {k:<15} {v}" for k, v in head]
-        rule = "-" * (width + 70)
-        cols = f"{'':<{width}}{'estimate':>12}{'std.err':>12}{'z':>9}{'P>|z|':>9}"
-        cols += f"{f'[{lo:.3g}':>14}{f'{hi:.3g}]':>14}"
-        lines += [rule, cols, rule]
-        for i, name in enumerate(self.names):
-            if i == len(info.coef_names):
-                lines.append(f"{fam.name} {fam.extra}, maximum likelihood:")
-            lines.append(table_row(name, t, i, width))
-        lines.append(rule)
+        p = len(info.coef_names)
+        sections = {p: f"{fam.name} {fam.extra}, maximum likelihood:"} if fam.extra else None
+        lines = head_lines("Generalized linear model (jaxmle)", head)
+        lines += table_lines(self.names, self.table(level), level, sections=sections)
         return "\n".join(lines)
 
 
@@ -234,19 +254,17 @@ def glm(
     fam = glm_family(family, link)
     if dispersion not in DISPERSIONS:
         raise ValueError(f"unknown dispersion {dispersion!r}; choose one of {DISPERSIONS}")
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    if cov not in KINDS:
-        raise ValueError(f"unknown cov {cov!r}; choose one of {KINDS}")
+    check_method(method)
+    check_kind(KINDS, cov, has={"groups": groups is not None, "expected": True})
     if isinstance(fam, NegativeBinomialFamily):
         fam = dataclasses.replace(fam, observed_theta=dispersion is None)
-    frame = _as_frame(data)
-    context = _caller_context(sys._getframe(1))
-    d = _design(formula, frame, offset, weights, groups, context)
+    frame = as_frame(data)
+    context = caller_context(sys._getframe(1))
+    d = build_design(formula, frame, offset, weights, groups, context)
     fam.check_response(d.y, d.w, d.response_name)
     with jax.enable_x64(True):
         d.X = jnp.asarray(d.X)  # on the device once: the Gram matrix, the start values and the fit
-        _check_collinear(np.asarray(_gram(d.X)), d.names)
+        check_collinear(np.asarray(gram(d.X)), d.names)
         init = _start_values(fam, d, start)
     model = Model(_Predict(fam, d.names), _Response(fam))
     frequency = fam.weight_role == "frequency" and d.weights_given
@@ -267,7 +285,7 @@ def glm(
     with jax.enable_x64(True):
         coef = res.params["coef"]
         extra = res.params[fam.extra] if fam.extra else jnp.ones(())
-        data = res.context.data
+        data = res.problem.data
         stats = _glm_stats(
             fam, coef, extra, data["X"], data["y"], data["w"], data["offset"], d.intercept
         )
@@ -281,26 +299,25 @@ def glm(
         se_flat = jnp.sqrt(jnp.diagonal(cov_matrix))
         params = OrderedDict((name, flat[i]) for i, name in enumerate(names))
         se = OrderedDict((name, se_flat[i]) for i, name in enumerate(names))
-    info = GLMInfo(
-        formula=formula, family=fam, coef_names=d.names, model_spec=d.model_spec,
-        response_name=d.response_name, offset=offset, n_missing=d.n_missing,
-        n_zero_weight=d.n_zero_weight, index=d.index, dispersion=dispersion,
-    )  # fmt: skip
-    fields = {f: getattr(res, f) for f in FitResult.__dataclass_fields__}
-    fields.update(
-        params=params, se=se, names=names, cov=cov_matrix, cov_type=cov_type,
-        n_obs=jnp.asarray(float(n)),
-    )  # fmt: skip
-    return GLMResult(
-        **fields,
+    spec = GLMSpec(formula, fam, d.names, d.response_name, dispersion)
+    out = GLMResult(
+        **{f.name: getattr(res, f.name) for f in dataclasses.fields(FitResult)},
         deviance=stats["deviance"],
         null_deviance=stats["null_deviance"],
         pearson_chi2=stats["pearson_chi2"],
         dispersion=jnp.asarray(phi),
         df_resid=jnp.asarray(df_resid),
         df_null=jnp.asarray(float(n - int(d.intercept))),
-        glm=info,
+        n_missing=jnp.asarray(d.n_missing),
+        n_zero_weight=jnp.asarray(d.n_zero_weight),
+        glm=spec,
     )
+    out = replace(
+        out, params=params, se=se, names=names, cov=cov_matrix, cov_type=cov_type,
+        n_obs=jnp.asarray(float(n)),
+    )  # fmt: skip
+    design = GLMDesign(model_spec=d.model_spec, offset=offset, index=d.index)
+    return with_handles(out, _problem=res.problem, _design=design)
 
 
 def _glm_cov(res, fam, dispersion, cov, p, pearson_phi, extra):
@@ -360,203 +377,7 @@ def _predict_columns(fam, coef, cov, X, offset):
     return eta, se_eta, mu, jnp.abs(dmu) * se_eta
 
 
-# ---------------------------------------------------------------- design (host)
-
-
-@dataclasses.dataclass
-class _Design:
-    y: np.ndarray
-    X: Any  # numpy, then a device array
-    names: tuple[str, ...]
-    w: np.ndarray
-    offset: np.ndarray
-    groups: Any
-    weights_given: bool
-    intercept: bool
-    model_spec: Any
-    response_name: str
-    n_missing: int
-    n_zero_weight: int
-    index: Any
-
-
-def _as_frame(data):
-    try:
-        import pandas as pd
-    except ImportError as e:  # pragma: no cover
-        raise ImportError(
-            "jaxmle.glm needs pandas and formulaic: pip install 'jaxmle[frames]'"
-        ) from e
-    if isinstance(data, pd.DataFrame):
-        return data
-    if isinstance(data, dict):
-        return pd.DataFrame(data)
-    raise TypeError(
-        f"data must be a pandas DataFrame (or a dict of columns), got {type(data).__name__}"
-    )
-
-
-def _caller_context(frame) -> dict:
-    return {"np": np, **frame.f_globals, **frame.f_locals}
-
-
-def _column_or_array(value, frame, what):
-    """(values (N,) float or object, column name or None) for offset=/weights=/groups=."""
-    if value is None:
-        return None, None
-    if isinstance(value, str):
-        if value not in frame.columns:
-            raise KeyError(
-                f"{what}={value!r} is not a column of data; columns: {list(frame.columns)}"
-            )
-        return frame[value].to_numpy(), value
-    arr = np.asarray(value)
-    if arr.shape != (len(frame),):
-        raise ValueError(
-            f"{what} must be a column name or an array of shape ({len(frame)},), got {arr.shape}"
-        )
-    return arr, None
-
-
-def _used_columns(required, frame, context):
-    """(columns of data the formula uses, names found nowhere). formulaic reports a quoted dotted
-    name such as `Solar.R` as "Solar": such a name stands for the columns it is a prefix of."""
-    columns = [str(c) for c in frame.columns]
-    used, missing = [], []
-    for v in sorted(required):
-        if v in columns:
-            used.append(v)
-        elif any(c.startswith(v + ".") for c in columns):
-            used += [c for c in columns if c.startswith(v + ".")]
-        elif v not in context:
-            missing.append(v)
-    return used, missing
-
-
-def _design(formula, frame, offset, weights, groups, context) -> _Design:
-    import formulaic
-
-    if not isinstance(formula, str) or "~" not in formula:
-        raise ValueError(f"formula must be a string 'y ~ x1 + x2', got {formula!r}")
-    used, missing = _used_columns(formulaic.Formula(formula).required_variables, frame, context)
-    if missing:
-        raise KeyError(
-            f"the formula names {missing}, which are not columns of data ({list(frame.columns)})"
-        )
-
-    n_total = len(frame)
-    off, _ = _column_or_array(offset, frame, "offset")
-    w, _ = _column_or_array(weights, frame, "weights")
-    grp, _ = _column_or_array(groups, frame, "groups")
-    keep = np.ones(n_total, bool)
-    if used:
-        keep &= ~frame[used].isna().any(axis=1).to_numpy()
-    for arr in (off, w):
-        if arr is not None:
-            keep &= ~np.isnan(np.asarray(arr, float))
-    if grp is not None:
-        keep &= ~np.asarray(frame.__class__({"g": grp})["g"].isna())
-    n_missing = int(n_total - keep.sum())
-    n_zero = 0
-    if w is not None:
-        w = np.asarray(w, float)
-        bad = keep & (~np.isfinite(w) | (w < 0))
-        if bad.any():
-            i = np.flatnonzero(bad)[0]
-            raise ValueError(f"weights must be finite and >= 0; row {frame.index[i]!r} has {w[i]}")
-        zero = keep & (w == 0)
-        n_zero = int(zero.sum())
-        keep &= ~zero
-    if not keep.any():
-        raise ValueError("no rows left to fit after dropping missing values and zero weights")
-    sub = frame.iloc[np.flatnonzero(keep)] if not keep.all() else frame
-
-    try:
-        mm = formulaic.model_matrix(formula, sub, context=context, na_action="raise")
-    except (ValueError, formulaic.errors.FormulaicError) as e:
-        raise ValueError(f"the formula {formula!r} could not be evaluated on data: {e}") from e
-    lhs, rhs = mm.lhs, mm.rhs
-    if lhs.shape[1] != 1:
-        raise ValueError(
-            f"the response must be one numeric column; {formula.split('~')[0].strip()!r} gives "
-            f"{list(lhs.columns)} (code a categorical response as 0/1)"
-        )
-    response_name = str(lhs.columns[0])
-    y = np.asarray(lhs.iloc[:, 0], dtype=float)
-    names = tuple(str(c) for c in rhs.columns)
-    if len(set(names)) != len(names):
-        raise ValueError(f"the design has duplicate column names: {names}")
-    if not names:
-        raise ValueError(f"the formula {formula!r} has no terms: use 'y ~ 1' for an intercept only")
-    X = np.asarray(rhs, dtype=float)
-    bad_col = ~np.isfinite(X).all(axis=0)
-    if bad_col.any():
-        j = int(np.flatnonzero(bad_col)[0])
-        i = int(np.flatnonzero(~np.isfinite(X[:, j]))[0])
-        raise ValueError(
-            f"design column {names[j]!r} is {X[i, j]} at row {sub.index[i]!r} (a transform "
-            "outside its domain?); drop or fix those rows"
-        )
-    n = len(y)
-    w_fit = np.ones(n) if w is None else w[keep]
-    off_fit = np.zeros(n) if off is None else np.asarray(off, float)[keep]
-    if not np.isfinite(off_fit).all():
-        i = int(np.flatnonzero(~np.isfinite(off_fit))[0])
-        raise ValueError(f"offset is {off_fit[i]} at row {sub.index[i]!r}; it must be finite")
-    return _Design(
-        y=y, X=X, names=names, w=w_fit, offset=off_fit,
-        groups=None if grp is None else np.asarray(grp)[keep], weights_given=w is not None,
-        intercept="Intercept" in names, model_spec=rhs.model_spec, response_name=response_name,
-        n_missing=n_missing, n_zero_weight=n_zero, index=sub.index,
-    )  # fmt: skip
-
-
-@jax.jit
-def _gram(X):
-    return X.T @ X
-
-
-def _check_collinear(gram, names):
-    """Raise naming the columns when one is (numerically) a linear combination of those before it.
-
-    Sequential Gram-Schmidt on the scaled Gram matrix: column j is redundant when the fraction of
-    its sum of squares that the kept columns before it leave unexplained is below COLLINEAR_TOL. The
-    message gives the combination, as R's `alias(m)` would.
-    """
-    ss = np.diagonal(gram).copy()
-    zero = [names[j] for j in np.flatnonzero(ss == 0)]
-    if zero:
-        raise ValueError(
-            f"design column(s) {zero} are all zero in the rows fitted (an unused category, or a "
-            "variable constant at 0); drop them"
-        )
-    scale = 1.0 / np.sqrt(ss)
-    g = gram * np.outer(scale, scale)
-    kept: list[int] = []
-    problems = []
-    for j in range(len(names)):
-        if kept:
-            coef = np.linalg.solve(g[np.ix_(kept, kept)], g[kept, j])
-            resid = g[j, j] - g[j, kept] @ coef
-        else:
-            coef, resid = np.zeros(0), 1.0
-        if resid < COLLINEAR_TOL:
-            coef = coef * scale[kept] / scale[j]  # back to the columns' own units
-            terms = [
-                f"{c:+.6g}*{names[k]}" for c, k in zip(coef, kept, strict=True) if abs(c) > 1e-8
-            ]
-            problems.append(f"{names[j]} = {' '.join(terms) or '0'}")
-        else:
-            kept.append(j)
-    if problems:
-        raise ValueError(
-            "the design matrix is rank deficient (perfectly collinear columns): "
-            + "; ".join(problems)
-            + ". Drop one of the columns named in each relation"
-        )
-
-
-def _start_values(fam, d: _Design, start) -> dict:
+def _start_values(fam, d: Design, start) -> dict:
     """R's start: one weighted least-squares step from mustart (family$initialize); the extra
     parameter from moments of that fit. Falls back to the intercept-only mean when that step leaves
     the family's support."""
@@ -604,34 +425,3 @@ def _wls_step(fam, X, y, w, offset, mustart):
         return fam.distribution(e, jnp.ones(()), wi, yi).logpdf(fam.response(yi, wi))
 
     return beta, jnp.all(jnp.isfinite(jax.vmap(loglik)(eta, w, y)))
-
-
-# ---------------------------------------------------------------- predict on new data (host)
-
-
-def _new_design(info, frame) -> np.ndarray:
-    from formulaic.errors import FormulaicError
-
-    spec = info.model_spec.update(na_action="ignore")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            X = spec.get_model_matrix(frame)
-        except Warning as e:
-            raise ValueError(f"newdata does not fit the model's design: {e}") from e
-        except (FormulaicError, NameError, KeyError) as e:
-            raise ValueError(f"newdata lacks what the formula needs: {e}") from e
-    return np.asarray(X, dtype=float)
-
-
-def _new_offset(info, frame, offset) -> np.ndarray:
-    if offset is not None:
-        arr, _ = _column_or_array(offset, frame, "offset")
-        return np.asarray(arr, float)
-    if info.offset is None:
-        return np.zeros(len(frame))
-    if isinstance(info.offset, str):
-        if info.offset not in frame.columns:
-            raise KeyError(f"the model's offset column {info.offset!r} is not in newdata")
-        return frame[info.offset].to_numpy(float)
-    raise ValueError("the model was fitted with an offset array: pass offset= for newdata")

@@ -11,31 +11,60 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._results import MESSAGES, Status
+from ._status import MESSAGES, Status
 
 
 def leaf_name(path) -> str:
     return "data" + jax.tree_util.keystr(path) if path else "data"
 
 
-def prepare_init(init, fixed, dtype):
-    """(init as float arrays, the free mask in ravel order). Concrete start values stay numpy, so a
-    first call compiles no eager jax operations before the fit's own program."""
+def prepare_init(init, fixed, dtype, labels=None):
+    """(init as float arrays, the free mask in ravel order, entry labels).
+
+    Concrete start values stay numpy, so a first call compiles no eager jax operations before the
+    fit's own program. `fixed` is {top-level key: value}, or a list of keys held at their init
+    values. A pandas Series leaf of init is labelled by its index (`labels`, as `fit(names=...)`).
+    """
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((init, fixed)))
     xp = jnp if traced else np
+    labels = dict(labels or {})
+    if isinstance(init, dict):
+        for key, leaf in init.items():
+            index = getattr(leaf, "index", None)
+            if index is not None and hasattr(leaf, "to_numpy") and key not in labels:
+                labels[key] = [str(v) for v in index]  # a pandas Series
 
-    def to_float(x):
+    def to_float(path, x):
+        x = np.asarray(x) if hasattr(x, "to_numpy") else x
         x = xp.asarray(x)
-        if not jnp.issubdtype(x.dtype, jnp.floating) and not jnp.issubdtype(x.dtype, jnp.integer):
-            raise TypeError(f"init leaves must be real numbers, got dtype {x.dtype}")
-        return x.astype(dtype)
+        if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
+            raise TypeError(
+                f"init{jax.tree_util.keystr(path)} must be real numbers, got dtype {x.dtype}"
+            )
+        x = x.astype(dtype)
+        if not traced and not np.isfinite(x).all():
+            raise ValueError(
+                f"init{jax.tree_util.keystr(path)} has a NaN or infinite start value; "
+                "start every parameter at a finite number"
+            )
+        return x
 
-    init = jax.tree.map(to_float, init)
+    init = jax.tree_util.tree_map_with_path(to_float, init)
     if not jax.tree.leaves(init):
         raise ValueError("init has no parameters")
-    fixed = fixed or {}
+    if fixed is None or (isinstance(fixed, (list, tuple)) and not fixed):
+        fixed = {}
+    if isinstance(fixed, str):
+        fixed = [fixed]
     if fixed and not isinstance(init, dict):
         raise TypeError("fixed= names top-level keys of init, so init must be a dict")
+    if isinstance(fixed, (list, tuple)):  # keys held at their start values
+        fixed = {key: init.get(key) for key in fixed}
+    if not isinstance(fixed, dict):
+        raise TypeError(
+            f"fixed= must be {{top-level key of init: value}} or a list of keys, got "
+            f"{type(fixed).__name__}"
+        )
     unknown = [key for key in fixed if key not in init]
     if unknown:
         raise KeyError(f"fixed names {unknown}, which are not keys of init ({list(init)})")
@@ -44,7 +73,16 @@ def prepare_init(init, fixed, dtype):
         init = dict(init)
         for key in init:
             if key in fixed:
-                init[key] = xp.broadcast_to(xp.asarray(fixed[key], dtype), np.shape(init[key]))
+                shape = np.shape(init[key])
+                value = xp.asarray(fixed[key], dtype)
+                if value.shape not in (shape, ()):
+                    raise ValueError(
+                        f"fixed[{key!r}] has shape {value.shape}, but init[{key!r}] has shape "
+                        f"{shape}; give a value of that shape (or a scalar)"
+                    )
+                if not traced and not np.isfinite(value).all():
+                    raise ValueError(f"fixed[{key!r}] is NaN or infinite")
+                init[key] = xp.broadcast_to(value, shape)
         # dict flattening sorts keys: the mask in ravel order
         for path, leaf in jax.tree_util.tree_flatten_with_path(init)[0]:
             free += [path[0].key not in fixed] * int(np.size(leaf))
@@ -52,7 +90,7 @@ def prepare_init(init, fixed, dtype):
         free = [True] * sum(int(np.size(x)) for x in jax.tree.leaves(init))
     if not any(free):
         raise ValueError("every parameter is fixed: nothing to estimate")
-    return init, tuple(free)
+    return init, tuple(free), labels
 
 
 def prepare_data(data, dtype, traced, on_host=False):

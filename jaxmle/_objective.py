@@ -176,6 +176,15 @@ class Objective(NamedTuple):
         zeros = (ll, u, kk, kk, jnp.zeros((groups, u.shape[0]), u.dtype), ll)
         return ScoreTerms(*chunked_sum(chunk, self.batch, self.layout, zeros))
 
+    def terms(self, curvature: str) -> Callable[[jax.Array], Terms]:
+        """The pass that gives a method's curvature matrix (`_solvers.Method.curvature`)."""
+        return {
+            "hessian": self.newton,
+            "expected": self.fisher,
+            "opg": self.bhhh,
+            "none": self.loglik_grad,
+        }[curvature]
+
 
 def _zero_terms(theta):
     """Zero lnL, U and k x k accumulators in theta's dtype (the sums are kept in it)."""

@@ -15,9 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
-from ._inference import _host64, _traced
-from ._results import FitResult, Status
-from ._transforms import Bounds, _derivatives, flat_inverse, profile_scale
+from ._bounds import Bounds, _derivatives, flat_inverse
+from ._fit import refit
+from ._results import FitResult
+from ._scope import host64, traced
+from ._status import Status
+from ._tables import check_level
+from ._transforms import profile_scale
 
 # Profile search: first step is the Wald half-width, then doubling, at most this many times
 # (2^20 Wald half-widths from the estimate) before the side is declared open.
@@ -44,13 +48,13 @@ def _name_index(res: FitResult, name: str) -> int:
 
 
 def _require_single_host(res: FitResult, what: str) -> None:
-    if _traced(res.loglik) or np.ndim(res.status):
+    if traced(res.loglik) or np.ndim(res.status):
         raise ValueError(
             f"{what} refits the model, so it needs one host-side fit with its data; this result "
-            "was made under jit/vmap (or is a batch). Profile a fit made outside jit/vmap"
+            "is a batch or a traced value (from jit/vmap): take one fit, res[i], and give it its "
+            "data with jm.attach(res[i], logpdf, data_i)"
         )
-    if res.context is None:
-        raise ValueError(f"{what} needs the data, which this result does not carry; refit it")
+    res.problem  # noqa: B018 - raises, saying how to give the result its data back
 
 
 class ProfileInterval(tuple):
@@ -89,7 +93,7 @@ class _Profile:
             )
         self.res = res
         self.bounds = profile_scale(res, j)
-        transforms = getattr(res.context, "transforms", None)
+        transforms = res.problem.transforms
         coef = res.coef
         all_bounds = (
             transforms.flat_bounds(res.params)
@@ -113,8 +117,6 @@ class _Profile:
             return float(self.bounds.forward(jnp.asarray(t, jnp.float64)))
 
     def _refit(self, t, start):
-        from ._fit import refit
-
         theta0 = np.array(start, dtype=float)
         theta0[self.j] = t
         if any(self.mask):
@@ -199,12 +201,11 @@ class _Profile:
 
 
 def _cutoff(level: float) -> float:
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    level = check_level(level)
     return 0.5 * float(ndtri(0.5 + 0.5 * level)) ** 2  # chi2_{1,level} / 2
 
 
-@_host64
+@host64
 def profile_ci(res: FitResult, name: str, level: float = 0.95) -> ProfileInterval:
     """Profile-likelihood interval for one parameter, named as in `summary()`.
 
@@ -239,7 +240,7 @@ def _interval(prof: _Profile, level: float) -> ProfileInterval:
     )
 
 
-@_host64
+@host64
 def profile_loglik(res: FitResult, name: str, values) -> np.ndarray:
     """lnL_p at each natural value in `values` (host; -inf outside the parameter's range)."""
     prof = _Profile(res, name)
@@ -257,7 +258,7 @@ def _profile_values(prof: _Profile, values: np.ndarray) -> np.ndarray:
     return out
 
 
-@_host64
+@host64
 def profile_plot(res: FitResult, name: str, level: float = 0.95, *, ax=None, n_points: int = 41):
     """Draw lnL_p with the cut-off lnL_hat - chi2_{1,level}/2, the profile interval and, dotted,
     the Wald quadratic lnL_hat - (t - theta_hat)^2 / (2 se^2). Needs matplotlib; returns the Axes."""

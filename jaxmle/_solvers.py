@@ -18,12 +18,21 @@ are replaced by their absolute values, floored at `_EIG_FLOOR` times the largest
 still ascends. Each iteration where that happened is counted in `n_damped`.
 
 Convergence: the scaled gradient U' M^-1 U (Stata's criterion, about twice the lnL still to gain)
-below `tol`. The status is decided after the loop from the final state.
+below `tol`; or, when `tol` is finer than the data let float64 resolve, at the rounding floor: the
+scaled gradient is below twice lnL's rounding slack and a step no longer shrinks it, or is rejected
+(a lnL difference at that level is rounding noise, and the line search would otherwise halve the
+step to nothing and run to max_iter at the maximum). The status is decided after the loop.
+
+A method is one entry of `METHODS`: which pass of the objective supplies its curvature matrix
+("hessian" -H, "expected" I, "opg" sum w u u', or "none" for quasi-Newton, which keeps its own B),
+and what it needs from the model. `fit` reads the entry; nothing else lists the methods.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import types
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import jax
@@ -38,6 +47,43 @@ _EIG_FLOOR = 1e-12
 # Accept a step that loses at most this many ulps of |lnL|: near the optimum the gain of a step is
 # below the rounding of a sum over N terms, and rejecting it would stall the search on noise.
 _ROUNDOFF_ULPS = 64.0
+# A step that leaves more than this fraction of the scaled gradient has stopped converging (Newton
+# squares it, BHHH shrinks it by a fixed rate): at the rounding floor that marks a stall.
+_STALL = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One solver: `curvature` names the objective pass whose matrix M gives d = M^-1 U ("none":
+    quasi-Newton, d = B U with B updated from the scores); `needs` what the model must supply."""
+
+    name: str
+    label: str
+    curvature: str
+    needs: tuple[str, ...] = ()
+
+    @property
+    def quasi(self) -> bool:
+        return self.curvature == "none"
+
+
+METHODS: Mapping[str, Method] = types.MappingProxyType(
+    {
+        m.name: m
+        for m in (
+            Method("newton", "Newton-Raphson, d = (-H)^-1 U", "hessian"),
+            Method("fisher", "Fisher scoring, d = I^-1 U", "expected", needs=("expected",)),
+            Method("bhhh", "BHHH, d = (sum w u u')^-1 U", "opg"),
+            Method("bfgs", "BFGS, d = B U", "none"),
+        )
+    }
+)
+
+
+def check_method(method: str) -> Method:
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {tuple(METHODS)}")
+    return METHODS[method]
 
 
 class SolverState(NamedTuple):
@@ -54,6 +100,7 @@ class SolverState(NamedTuple):
     started: jax.Array
     failed_start: jax.Array
     failed_search: jax.Array
+    at_floor: jax.Array  # converged at the rounding floor of lnL (see the module docstring)
     eig: tuple  # equilibrated_eigh(matrix), reused for the covariance at the end (not for bfgs)
 
 
@@ -97,7 +144,7 @@ def maximize(
     evaluate: Callable[[jax.Array], Terms],
     theta0: jax.Array,
     *,
-    method: str,
+    method: Method,
     max_iter: int,
     tol: float,
     initial_matrix: Callable[[jax.Array], jax.Array] | None = None,
@@ -107,7 +154,7 @@ def maximize(
     computed in `compute_dtype` (default theta0's), whose rounding sets the line search's slack."""
     k = theta0.shape[0]
     dtype = theta0.dtype
-    quasi = method == "bfgs"
+    quasi = method.quasi
 
     def direction(matrix, g):
         """(d, damped, decomposition of M); bfgs has B ~ M^-1 already and no decomposition."""
@@ -135,12 +182,13 @@ def maximize(
         started=jnp.asarray(False),
         failed_start=jnp.asarray(False),
         failed_search=jnp.asarray(False),
+        at_floor=jnp.asarray(False),
         eig=no_eig,
     )
 
     def cond(st):
         running = (st.decrement > tol) & (st.n_iter < max_iter) & jnp.isfinite(st.decrement)
-        return ~st.started | (running & ~st.failed_start & ~st.failed_search)
+        return ~st.started | (running & ~st.failed_start & ~st.failed_search & ~st.at_floor)
 
     def body(st):
         trial = st.theta + st.step * st.direction
@@ -159,13 +207,19 @@ def maximize(
         else:
             matrix = ev.matrix
         d, damped, eig = direction(matrix, ev.score)
+        decrement = ev.score @ d
+        # within rounding of the maximum (twice the lnL still to gain below lnL's rounding), a step
+        # that no longer shrinks the scaled gradient, or a rejected one, is noise: stop there
+        floor = 2.0 * slack
+        at_floor = st.started & (decrement <= floor) & (decrement > _STALL * st.decrement)
         accepted = st._replace(
             theta=trial,
             loglik=ev.loglik,
             score=ev.score,
             matrix=matrix,
             direction=d,
-            decrement=ev.score @ d,
+            decrement=decrement,
+            at_floor=at_floor,
             step=jnp.ones((), dtype),
             n_iter=st.n_iter + st.started.astype(st.n_iter.dtype),
             n_halvings=jnp.asarray(0),
@@ -174,6 +228,7 @@ def maximize(
             eig=eig,
         )
         rejected = st._replace(
+            at_floor=st.started & (st.decrement <= floor),
             step=0.5 * st.step,
             n_halvings=st.n_halvings + 1,
             started=jnp.asarray(True),

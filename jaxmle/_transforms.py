@@ -1,12 +1,7 @@
 """Bounded parameters: write the model in natural parameters, let the optimiser work unconstrained.
 
-A transform maps an unconstrained u (what Newton sees) to the natural parameter x (what the
-log-density and the table see), elementwise and increasing:
-
-    positive()          x = exp(u)                            x in (0, inf)
-    interval(a, b)      x = a + (b - a) / (1 + exp(-u))       x in (a, b)
-    interval(a, inf)    x = a + exp(u)                        x in (a, inf)
-    interval(-inf, b)   x = b - exp(-u)                       x in (-inf, b)
+A transform (`_bounds`: `positive()`, `interval(a, b)`) maps an unconstrained u (what Newton sees)
+to the natural parameter x (what the log-density and the table see), elementwise and increasing.
 
 `fit_transformed` fits lnL(x(u)) over u and returns the result in natural parameters: theta_hat is
 x(u_hat) (ML is invariant to reparametrisation) and every matrix is carried over by the chain rule,
@@ -29,228 +24,18 @@ chi-square mixture (Self & Liang 1987), not the chi-square of an interior point.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._results import FitResult, _fields
+from ._bounds import Bounds, Transforms, _derivatives, flat_forward
+from ._fit import fit
+from ._results import FitResult, replace, with_handles
+from ._scope import float64_scope, over_batch
 
 PyTree = Any
-_INF = math.inf
-
-
-@dataclasses.dataclass(frozen=True)
-class Bounds:
-    """The open range (lower, upper) of a natural parameter and its map from the real line.
-
-    Hashable and static: the bounds are Python floats, part of the compiled program.
-    """
-
-    lower: float = -_INF
-    upper: float = _INF
-
-    def __post_init__(self):
-        lo, hi = float(self.lower), float(self.upper)
-        if math.isnan(lo) or math.isnan(hi) or not lo < hi:
-            raise ValueError(f"a range needs lower < upper, got ({self.lower}, {self.upper})")
-        object.__setattr__(self, "lower", lo)
-        object.__setattr__(self, "upper", hi)
-
-    def forward(self, u):
-        """u (real line) -> x in (lower, upper)."""
-        lo, hi = self.lower, self.upper
-        if math.isinf(lo) and math.isinf(hi):
-            return u
-        if math.isinf(hi):
-            return lo + jnp.exp(u)
-        if math.isinf(lo):
-            return hi - jnp.exp(-u)
-        return lo + (hi - lo) * jax.nn.sigmoid(u)
-
-    def inverse(self, x):
-        """x in (lower, upper) -> u; NaN or +-inf outside or on the boundary."""
-        lo, hi = self.lower, self.upper
-        if math.isinf(lo) and math.isinf(hi):
-            return x
-        if math.isinf(hi):
-            return jnp.log(x - lo)
-        if math.isinf(lo):
-            return -jnp.log(hi - x)
-        p = (x - lo) / (hi - lo)
-        return jnp.log(p) - jnp.log1p(-p)
-
-    def contains(self, x) -> np.ndarray:
-        x = np.asarray(x, dtype=float)
-        return (x > self.lower) & (x < self.upper)
-
-    def __str__(self) -> str:
-        return f"({self.lower:g}, {self.upper:g})"
-
-
-def positive() -> Bounds:
-    """x = exp(u) > 0 (a scale, a rate, a variance)."""
-    return Bounds(0.0, _INF)
-
-
-def interval(lower: float = -_INF, upper: float = _INF) -> Bounds:
-    """x in the open interval (lower, upper); either end may be infinite (interval(0, 1): a
-    probability; interval(1, inf): a degrees-of-freedom parameter above 1)."""
-    return Bounds(lower, upper)
-
-
-# ---------------------------------------------------------------- the spec over an init pytree
-
-
-class Transforms:
-    """{top-level key of init: Bounds}; keys not named are left as they are (the real line)."""
-
-    def __init__(self, spec: Mapping[str, Bounds] | Transforms):
-        if isinstance(spec, Transforms):
-            spec = spec.spec
-        if not isinstance(spec, Mapping):
-            raise TypeError(
-                "transforms must be a dict {top-level key of init: jm.positive() | "
-                f"jm.interval(a, b)}}, got {type(spec).__name__}"
-            )
-        for key, b in spec.items():
-            if not isinstance(b, Bounds):
-                raise TypeError(
-                    f"transforms[{key!r}] must be jm.positive() or jm.interval(a, b), got {b!r}"
-                )
-        self.spec = dict(spec)
-        self._key = tuple(sorted(self.spec.items()))
-
-    def __hash__(self):
-        return hash(self._key)
-
-    def __eq__(self, other):
-        return isinstance(other, Transforms) and self._key == other._key
-
-    def __repr__(self):
-        return "Transforms({" + ", ".join(f"{k!r}: {b}" for k, b in self._key) + "})"
-
-    # -- pytree level
-    def check(self, init: PyTree, fixed: Mapping | None = None) -> None:
-        """Host checks before any work: keys exist, start (and fixed) values inside the range."""
-        if not isinstance(init, Mapping):
-            raise TypeError("transforms= names top-level keys of init, so init must be a dict")
-        unknown = [k for k in self.spec if k not in init]
-        if unknown:
-            raise KeyError(f"transforms name {unknown}, which are not keys of init ({list(init)})")
-        for source, tree in (("init", init), ("fixed", fixed or {})):
-            for key, b in self.spec.items():
-                if key not in tree:
-                    continue
-                for path, leaf in jax.tree_util.tree_flatten_with_path(tree[key])[0]:
-                    if isinstance(leaf, jax.core.Tracer):
-                        continue  # under jit/vmap the fit reports a non-finite start instead
-                    x = np.asarray(leaf, dtype=float)
-                    bad = ~b.contains(x)
-                    if bad.any():
-                        where = f"{source}[{key!r}]{jax.tree_util.keystr(path)}"
-                        idx = np.argwhere(bad)[0]
-                        at = f" at index {tuple(int(i) for i in idx)}" if x.ndim else ""
-                        value = x[tuple(idx)] if x.ndim else float(x)
-                        raise ValueError(
-                            f"{where} = {value!r}{at} is outside the range {b} of its transform; "
-                            "start strictly inside the range (the optimiser works on the "
-                            "unconstrained scale, where the boundary is at infinity)"
-                        )
-
-    def _map(self, tree: PyTree, fn: Callable[[Bounds, Any], Any]) -> PyTree:
-        if not self.spec:
-            return tree
-        out = dict(tree)
-        for key, b in self.spec.items():
-            if key in out:
-                out[key] = jax.tree.map(lambda leaf, b=b: fn(b, leaf), out[key])
-        return out
-
-    def to_natural(self, theta_u: PyTree) -> PyTree:
-        return self._map(theta_u, lambda b, u: b.forward(u))
-
-    def to_unconstrained(self, theta: PyTree) -> PyTree:
-        return self._map(theta, lambda b, x: b.inverse(jnp.asarray(x, dtype=float)))
-
-    def wrap(self, logpdf: Callable) -> Callable:
-        """logpdf(x, obs) -> logpdf(x(u), obs); equal wrappers hash equal (no recompiles)."""
-        return _NaturalLogpdf(logpdf, self)
-
-    # -- flat level (ravel_pytree order)
-    def flat_bounds(self, params: PyTree) -> tuple[Bounds, ...]:
-        """One Bounds per entry of ravel_pytree(params); the real line where not transformed."""
-        out = []
-        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-            key = path[0].key if path and isinstance(path[0], jax.tree_util.DictKey) else None
-            out += [self.spec.get(key, Bounds())] * int(np.size(leaf))
-        return tuple(out)
-
-
-class _NaturalLogpdf:
-    """The user's log-density composed with u -> x; hashed by (logpdf, transforms) for jit."""
-
-    def __init__(self, logpdf, transforms):
-        self.logpdf = logpdf
-        self.transforms = transforms
-        self.__name__ = getattr(logpdf, "__name__", "logpdf")
-
-    def __call__(self, theta_u, obs):
-        return self.logpdf(self.transforms.to_natural(theta_u), obs)
-
-    def __hash__(self):
-        return hash((self.logpdf, self.transforms))
-
-    def __eq__(self, other):
-        return (
-            isinstance(other, _NaturalLogpdf)
-            and self.logpdf == other.logpdf
-            and self.transforms == other.transforms
-        )
-
-
-def _apply_flat(bounds: tuple[Bounds, ...], fn: Callable[[Bounds, Any], Any], v):
-    """fn(b, v[idx]) for each distinct Bounds b over its (static) indices."""
-    out = v
-    for b in dict.fromkeys(bounds):
-        idx = np.flatnonzero([x == b for x in bounds])
-        out = out.at[idx].set(fn(b, v[idx]))
-    return out
-
-
-def flat_forward(bounds, u):
-    return _apply_flat(bounds, lambda b, x: b.forward(x), u)
-
-
-def flat_inverse(bounds, x):
-    return _apply_flat(bounds, lambda b, v: b.inverse(v), x)
-
-
-def _derivatives(bounds, x):
-    """(du/dx, d2u/dx2) at x, elementwise, by forward-mode autodiff of the inverse map."""
-    ones = jnp.ones_like(x)
-
-    def du(v):
-        return jax.jvp(lambda w: flat_inverse(bounds, w), (v,), (ones,))[1]
-
-    d1, d2 = jax.jvp(du, (x,), (ones,))
-    return d1, d2
-
-
-# ---------------------------------------------------------------- results in natural parameters
-
-
-def over_batch(fn: Callable, *results):
-    """fn(*results) for single fits; vmapped over the leading axes of batched results."""
-    if jnp.ndim(results[0].status) == 0:
-        return fn(*results)
-    return jax.vmap(lambda *rs: over_batch(fn, *rs))(*results)
 
 
 def to_natural(res: FitResult, transforms: Transforms | Mapping) -> FitResult:
@@ -271,28 +56,25 @@ def _to_natural(res: FitResult, transforms: Transforms) -> FitResult:
 
     cov = jac[:, None] * res.cov * jac[None, :]
     information = congruent(res.information) - jnp.diag(res.score * d2)
-    context = res.context
-    if context is not None:
-        context = context.replace(transforms=transforms)
-    return type(res)(
-        **{
-            **_fields(res),
-            "params": unravel(x),
-            "se": unravel(jnp.sqrt(jnp.diagonal(cov))),
-            "cov": cov,
-            "score": d1 * res.score,
-            "information": 0.5 * (information + information.T),
-            "expected_information": congruent(res.expected_information),
-            "opg": congruent(res.opg),
-            "meat": congruent(res.meat),
-            "score_groups": res.score_groups * d1,
-            "context": context,
-        }
+    out = replace(
+        res,
+        params=unravel(x),
+        se=unravel(jnp.sqrt(jnp.diagonal(cov))),
+        cov=cov,
+        score=d1 * res.score,
+        information=0.5 * (information + information.T),
+        expected_information=congruent(res.expected_information),
+        opg=congruent(res.opg),
+        meat=congruent(res.meat),
+        score_groups=res.score_groups * d1,
     )
+    if res.has_problem:
+        out = with_handles(out, _problem=res.problem.replace(transforms=transforms))
+    return out
 
 
 def fit_transformed(
-    logpdf: Callable,
+    logpdf,
     init: PyTree,
     data: PyTree,
     transforms: Mapping[str, Bounds] | Transforms,
@@ -305,7 +87,7 @@ def fit_transformed(
     `transforms = {"sigma": jm.positive(), "p": jm.interval(0, 1)}` names top-level keys of `init`;
     `init` and `fixed` are natural values strictly inside the ranges. The optimiser works on the
     unconstrained u; the result reports x_hat = x(u_hat) with delta-method standard errors
-    (cov_x = D^-1 cov_u D^-1, D = du/dx), for every covariance kind. `res.profile_ci` profiles on
+    (cov_x = D^-1 cov_u D^-1, D = du/dx), for every covariance kind. `jm.profile_ci` profiles on
     the u scale and maps the bounds back (profile intervals are invariant under such maps). Other
     options as in `jm.fit`. Not a boundary estimate: see the module docstring.
 
@@ -313,15 +95,11 @@ def fit_transformed(
     """
     transforms = Transforms(transforms)
     transforms.check(init, fixed)
-    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((init, data, fixed)))
-    wide = jnp.dtype(options.get("dtype") or "float64") == jnp.float64
-    with jax.enable_x64(True) if (wide and not traced) else contextlib.nullcontext():
+    with float64_scope(init, data, fixed):
         return _fit_transformed(logpdf, init, data, transforms, fixed, options)
 
 
 def _fit_transformed(logpdf, init, data, transforms, fixed, options):
-    from ._fit import fit
-
     if fixed:
         fixed = {
             k: (transforms.spec[k].inverse(jnp.asarray(v, float)) if k in transforms.spec else v)
@@ -334,7 +112,7 @@ def _fit_transformed(logpdf, init, data, transforms, fixed, options):
 
 def profile_scale(res: FitResult, j: int) -> Bounds:
     """The transform of flat parameter j (the real line if none): profiles run on its u scale."""
-    transforms = getattr(res.context, "transforms", None)
+    transforms = res.problem.transforms
     if transforms is None:
         return Bounds()
     return transforms.flat_bounds(res.params)[j]

@@ -259,7 +259,7 @@ def test_newton_fisher_irls_same_path():
     """Canonical link: -H = I at every theta, so one Newton step, one Fisher scoring step and one
     IRLS step (weighted least squares on the working response) are the same, from any point."""
     fx, df = fixture("r_glm_binomial_logit_birthwt")
-    X = np.asarray(fitted("r_glm_binomial_logit_birthwt").context.data["X"])
+    X = np.asarray(fitted("r_glm_binomial_logit_birthwt").problem.data["X"])
     y = df["low"].to_numpy(float)
 
     def irls_step(eta):  # z = eta + (y - mu) / (d mu/d eta), W = mu (1 - mu): a WLS fit
