@@ -436,29 +436,21 @@ def _fit_compiled(
         jnp.asarray(False) if groups is None else jnp.any((groups < 0) | (groups >= n_groups))
     )
 
-    status = jnp.select(
-        [
-            st.failed_start,
-            ~jnp.isfinite(st.loglik) | ~jnp.isfinite(st.decrement),
-            bad_groups,
-            st.failed_search,
-            (st.decrement > tol) & ~st.at_floor,
-            separated,
-            info_status != Status.SUCCESSFUL,
-            cov_status != Status.SUCCESSFUL,
-        ],
-        [
-            Status.NONFINITE_START,
-            Status.NONFINITE,
-            Status.BAD_GROUPS,
-            Status.LINE_SEARCH_FAILED,
-            Status.MAX_ITER,
-            Status.SEPARATION,
-            info_status,
-            cov_status,
-        ],
-        Status.SUCCESSFUL,
-    ).astype(jnp.int32)
+    # the first condition that holds names the status (a chain of wheres: jnp.select's index
+    # arithmetic asks for int64 and warns when JAX's 64-bit flag is off under the user's vmap)
+    checks = [
+        (st.failed_start, Status.NONFINITE_START),
+        (~jnp.isfinite(st.loglik) | ~jnp.isfinite(st.decrement), Status.NONFINITE),
+        (bad_groups, Status.BAD_GROUPS),
+        (st.failed_search, Status.LINE_SEARCH_FAILED),
+        ((st.decrement > tol) & ~st.at_floor, Status.MAX_ITER),
+        (separated, Status.SEPARATION),
+        (info_status != Status.SUCCESSFUL, info_status),
+        (cov_status != Status.SUCCESSFUL, cov_status),
+    ]
+    status = jnp.asarray(Status.SUCCESSFUL, jnp.int32)
+    for condition, code in reversed(checks):
+        status = jnp.where(condition, jnp.asarray(code).astype(jnp.int32), status)
 
     cov_full = embed_block(cov_free, free)
     cov_full = jnp.where(bad_groups & (cov == "cluster"), jnp.nan, cov_full)

@@ -101,6 +101,7 @@ def test_small_sample_coverage_and_lr_size_match_the_t_distribution(normal_study
         assert part in text
 
 
+@pytest.mark.usefixtures("x64")  # draws rebuilt here as monte_carlo makes them: in float64
 def test_replications_do_not_depend_on_batch_size_or_count_and_equal_eager_fits(normal_study):
     """Replication r uses fold_in(key, r): 10 replications in padded batches of 4 equal the first
     10 of the 4,000-replication study (batches of 1,000), and eager fits of the same data."""
@@ -135,6 +136,7 @@ def test_logit_intervals_cover_for_every_kind_and_cluster_ids_come_from_the_data
     np.testing.assert_allclose(res.mean_se("hessian"), res.sd(), rtol=0.1)
 
 
+@pytest.mark.usefixtures("x64")  # draws rebuilt here as monte_carlo makes them: in float64
 def test_failed_replications_are_counted_listed_and_left_out():
     key, n_reps = jax.random.key(5), 40
     theta = {"b0": 0.0, "b": jnp.array([1.0, 0.5])}
