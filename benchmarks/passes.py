@@ -7,19 +7,29 @@ over 2% of the rows counts 0.02). The callbacks cost host round-trips, so this r
 the caches are cleared before and after it. `pass_costs(...)` times one pass of each kind, compiled
 alone, on the same data.
 
-Run: python benchmarks/passes.py [--n N]   (the benchmark logit, N = 1e6, p = 20 by default)
+`wall_times(...)` then times whole fits side by side, rounds interleaved (each round runs every
+contender once, in a rotated order, so load on a shared machine hits all of them): jaxmle with the
+default (automatic) subsample start, jaxmle with `subsample_start=0` (the behaviour before it),
+scikit-learn's newton-cholesky (estimates only) and statsmodels Logit (newton, HC0); ratios to the
+default.
+
+Run: python benchmarks/passes.py [--n N] [--rounds R] [--no-peers]
+(the benchmark logit, N = 1e6, p = 20, fit + HC0 sandwich, tol 1e-10, by default)
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import contextlib
 import os
+import statistics
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 jax.config.update("jax_enable_x64", True)
@@ -133,22 +143,69 @@ def fused_pass(x, y):
     return lambda: fused(theta)
 
 
+def wall_times(contenders: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each contender, rounds interleaved in a rotated order (after one
+    untimed warm-up call each: jaxmle compiles there)."""
+    for fn in contenders.values():
+        fn()
+    names = list(contenders)
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t = time.perf_counter()
+            contenders[name]()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
 def main():
-    n = int(sys.argv[sys.argv.index("--n") + 1]) if "--n" in sys.argv else M.LOGIT_N
-    x, y = M.simulate_logit(n=n)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=M.LOGIT_N)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--no-peers", action="store_true", help="jaxmle only (no sklearn/statsmodels)")
+    args = ap.parse_args()
+    x, y = M.simulate_logit(n=args.n)
     xd, yd = jax.device_put(x), jax.device_put(y)
-    print(f"logit N={n:,} p={x.shape[1]}, device {jax.devices()[0]}")
-    for label, opts in (("default", {}), ("no subsample start", {"subsample_start": 0})):
+    print(f"logit N={args.n:,} p={x.shape[1]}, device {jax.devices()[0]}")
+    fits = {
+        "jaxmle (default: subsample start)": {},
+        "jaxmle subsample_start=0": {"subsample_start": 0},
+    }
+    results = {}
+    for label, opts in fits.items():
         counts = count_passes(
             lambda opts=opts: jm.fit(M.logit_logpdf, M.logit_init(x.shape[1]),
                                      {"x": xd, "y": yd}, cov="sandwich", tol=1e-10, **opts)
         )  # fmt: skip
         total = sum(counts.values())
         print(f"{label}: {total:.2f} passes: " + ", ".join(f"{k} {v:g}" for k, v in counts.items()))
+    for label, opts in fits.items():
+        res = M.jaxmle_logit(x, y, **opts)
+        results[label] = res
+        print(f"{label}: {int(res.n_iter)} full-data iterations, start_rows "
+              f"{int(res.start_rows):,}, status {res.message}")  # fmt: skip
+    a, b = (np.asarray(r.coef) for r in results.values())
+    se = np.asarray(jnp.sqrt(jnp.diagonal(next(iter(results.values())).cov)))
+    print(f"max |difference of the two estimates| / se: {np.max(np.abs(a - b) / se):.1e}")
+
     costs = pass_costs(xd, yd)
     costs["newton + scores fused in one pass"] = best(fused_pass(xd, yd))
     for name, t in costs.items():
         print(f"one {name} pass: {t * 1e3:.1f} ms")
+
+    contenders = {label: lambda o=opts: M.jaxmle_logit(x, y, **o) for label, o in fits.items()}
+    if not args.no_peers:
+        xc = M.add_constant(x)
+        contenders["sklearn newton-cholesky (no SE)"] = lambda: M.sklearn_logit(x, y)
+        contenders["statsmodels Logit newton HC0"] = lambda: M.statsmodels_logit(xc, y)
+    times = wall_times(contenders, args.rounds)
+    base = statistics.median(next(iter(times.values())))
+    print(f"\nwall time, {args.rounds} interleaved rounds (numpy data in, fit + HC0 unless noted)")
+    print("| contender | median (s) | min (s) | median / jaxmle default |")
+    print("|---|---:|---:|---:|")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"| {name} | {med:.3f} | {min(ts):.3f} | {med / base:.2f} |")
 
 
 if __name__ == "__main__":

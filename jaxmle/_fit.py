@@ -19,7 +19,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._accumulate import HostData, Layout, auto_chunk_size, n_devices, place, platform_of
+from ._accumulate import (
+    HostData,
+    Layout,
+    auto_chunk_size,
+    leading_length,
+    n_devices,
+    place,
+    platform_of,
+)
 from ._bounds import Transforms, flat_inverse
 from ._covariance import KINDS, NEEDS, Pieces, check_kind, covariance, psd_inverse
 from ._inputs import (
@@ -116,7 +124,10 @@ def fit(
         the subsample fit fails, or the full data's lnL is not finite at its estimate, the solve
         starts from `init`. None (default): 2% of the rows when N >= 250,000 (at least
         max(5,000, 50 k) rows), else off; 0 turns it off (a non-concave lnL whose start you chose
-        with care). Not with `stream=True` or method="bfgs".
+        with care: the subsample's maximum may lie near another mode). Not with `stream=True` or
+        method="bfgs" (off by default there). `res.start_rows` (and `summary()`'s "Start" line)
+        says how many rows chose the start (0: the solve started at `init`); `res.n_iter` counts
+        the full-data iterations only. `refit` starts at its theta0, without a subsample.
       devices: shard host data over these devices (a list, or a count of `jax.devices()`), each
         summing its rows, one all-reduce per pass; rows are padded with zero weight to a multiple of
         the device count. Data already placed with `jax.device_put(data, NamedSharding(mesh,
@@ -157,6 +168,11 @@ def fit(
     ):
         raise ValueError(
             f"subsample_start must be None or a fraction in [0, 0.5], got {subsample_start!r}"
+        )
+    if subsample_start and (stream or entry.quasi):
+        raise ValueError(
+            "subsample_start needs the rows on the device and a method with a curvature matrix "
+            f"(newton, fisher, bhhh): not with stream=True or method={method!r}"
         )
     if tol is not None and not (
         isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 < tol < math.inf
@@ -278,11 +294,12 @@ class Problem:
         return None if self.layout.host is not None else self.data
 
 
-def _run(problem: Problem, theta0, free) -> FitResult:
+def _run(problem: Problem, theta0, free, warm: bool = False) -> FitResult:
+    """Run the compiled fit; `warm`: theta0 was chosen with care (a refit), no subsample start."""
     c = problem
     method = METHODS[c.method]
     stride = 1
-    if c.layout.host is None and not method.quasi and c.max_iter > 0:
+    if c.layout.host is None and not method.quasi and c.max_iter > 0 and not warm:
         stride = subsample_stride(c.n_rows, sum(free), c.subsample_start)
     return _fit_compiled(
         theta0, c.device_data, c.weights, c.groups, logpdf=c.logpdf, spec=c.spec, names=c.names,
@@ -317,6 +334,7 @@ def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
     other `options` (method, cov, max_iter, tol). One compiled program per (free, options): a
     profile over many values of one parameter compiles once. It works in the parameters the program
     optimises: for a `fit_transformed` result, the unconstrained u (theta0 and the returned fit).
+    A refit starts at theta0 itself (the fit's estimate or the caller's choice): no subsample start.
     """
     problem = res.problem.replace(**options) if options else res.problem
     if theta0 is None and problem.transforms is not None:
@@ -324,7 +342,7 @@ def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
     theta0 = res.coef if theta0 is None else theta0
     free = res.free if free is None else tuple(bool(f) for f in free)
     with jax.enable_x64(problem.dtype == jnp.float64):
-        out = _run(problem, jnp.asarray(theta0, problem.dtype), free)
+        out = _run(problem, jnp.asarray(theta0, problem.dtype), free, warm=True)
     return with_handles(out, _problem=problem)
 
 
@@ -440,7 +458,8 @@ def _fit_compiled(
             sub.terms(method.curvature), start, method=method, max_iter=max_iter, tol=tol,
             compute_dtype=compute_dtype,
         )  # fmt: skip
-        start = jnp.where(_converged(st0, tol) & ~_long_step(st0), st0.theta, start)
+        sub_ok = _converged(st0, tol) & ~_long_step(st0)
+        start = jnp.where(sub_ok, st0.theta, start)
     st = maximize(
         obj.terms(method.curvature),
         start,
@@ -452,6 +471,12 @@ def _fit_compiled(
         fallback=theta0[free_idx] if stride > 1 else None,
     )
 
+    if stride > 1:  # the subsample's estimate was the start: it converged, and lnL was finite there
+        per_device = leading_length(data) // n_devices(layout)
+        sub_rows = n_devices(layout) * -(-per_device // stride)
+        start_rows = jnp.where(sub_ok & ~st.restarted, sub_rows, 0)
+    else:
+        start_rows = jnp.asarray(0)
     theta_hat = embed(st.theta)
     full = obj._replace(embed=lambda t: t)
     reuse = all_free and method.curvature == "hessian"
@@ -529,6 +554,7 @@ def _fit_compiled(
         n_obs=n_obs,
         n_iter=st.n_iter,
         n_damped=st.n_damped,
+        start_rows=start_rows.astype(jnp.int32),
         scaled_gradient=st.decrement,
         status=status,
         names=names,
