@@ -2,10 +2,10 @@
 and float32, beside the same fits on the host's CPU peers, in one run.
 
 Sections (each prints a markdown table as soon as it is done, so a run cut short still reports):
-  0. roofline: logit N=1e7 p=20 fit + HC0 against its memory floor, passes over the data x bytes of
-     the data / memory bandwidth (the device's datasheet figure where known, and a measured read and
-     copy kernel); what one pass of each kind costs, and a fused Newton + scores pass against the two
-     apart. fixedcost: a small fit's fixed cost (N = 1e3..1e5), beside a trivial jitted call and a
+  0. roofline: logit N=1e7 p=20 fit + HC0 (with and without the subsample start) against its
+     memory floor, passes over the data x bytes of the data / memory bandwidth (the device's
+     datasheet figure where known, and a measured read and copy kernel); what one pass of each
+     kind costs, and a fused Newton + scores pass against the two apart. fixedcost: a small fit's fixed cost (N = 1e3..1e5), beside a trivial jitted call and a
      5-iteration while loop.
   1. logit N=1e6 p=20, fit + HC0 sandwich: numpy in / device arrays in / float32; first call;
      float32 accuracy against float64; scikit-learn and statsmodels Logit on the host CPU.
@@ -104,19 +104,20 @@ def section_roofline():
     bandwidth = max(read_gb_s, copy_gb_s, sheet or 0.0)
     x, y = M.simulate_logit(n=n, p=p)
     rows = []
-    for dtype in (None, "float32"):
+    for dtype, sub in ((None, None), (None, 0), ("float32", None)):
         np_dtype = np.float64 if dtype is None else np.float32
         xd, yd = jax.device_put(x.astype(np_dtype)), jax.device_put(y.astype(np_dtype))
         data_bytes = xd.nbytes + yd.nbytes
 
-        def fit(xd=xd, yd=yd, dtype=dtype):
-            return logit_fit(xd, yd, dtype=dtype)
+        def fit(xd=xd, yd=yd, dtype=dtype, sub=sub):
+            return logit_fit(xd, yd, dtype=dtype, subsample_start=sub)
 
         t = best(fit)
         counts = passes.count_passes(fit)
         n_passes = sum(counts.values())
         floor = n_passes * data_bytes / (bandwidth * 1e9)
-        rows.append([dtype or "float64", f"{t:.4f}", f"{n_passes:.2f}",
+        label = (dtype or "float64") + (", subsample_start=0" if sub == 0 else "")
+        rows.append([label, f"{t:.4f}", f"{n_passes:.2f}",
                      ", ".join(f"{k} {v:g}" for k, v in counts.items()),
                      f"{data_bytes / 2**20:,.0f}", f"{floor:.4f}", f"{t / floor:.1f}",
                      f"{n_passes * data_bytes / t / 1e9:,.1f}"])  # fmt: skip
@@ -156,9 +157,10 @@ def section_fixedcost():
           ["N", "jm.fit (ms)", "inside jax.jit (ms)", "iterations"], rows)  # fmt: skip
 
 
-def logit_fit(x, y, dtype=None, tol=None):
+def logit_fit(x, y, dtype=None, tol=None, subsample_start=None):
     return jm.fit(M.logit_logpdf, M.logit_init(x.shape[1]), {"x": x, "y": y}, cov="sandwich",
-                  tol=tol or (1e-10 if dtype is None else 1e-6), dtype=dtype)  # fmt: skip
+                  tol=tol or (1e-10 if dtype is None else 1e-6), dtype=dtype,
+                  subsample_start=subsample_start)  # fmt: skip
 
 
 def section_logit():
