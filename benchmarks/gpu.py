@@ -5,8 +5,8 @@ Sections (each prints a markdown table as soon as it is done, so a run cut short
   0. roofline: logit N=1e7 p=20 fit + HC0 (with and without the subsample start) against its
      memory floor, passes over the data x bytes of the data / memory bandwidth (the device's
      datasheet figure where known, and a measured read and copy kernel); what one pass of each
-     kind costs, and a fused Newton + scores pass against the two apart. fixedcost: a small fit's fixed cost (N = 1e3..1e5), beside a trivial jitted call and a
-     5-iteration while loop.
+     kind costs, and a fused Newton + scores pass against the two apart. fixedcost: a small
+     fit's fixed cost (N = 1e3..1e5), beside a trivial jitted call and a 5-iteration while loop.
   1. logit N=1e6 p=20, fit + HC0 sandwich: numpy in / device arrays in / float32; first call;
      float32 accuracy against float64; scikit-learn and statsmodels Logit on the host CPU.
   2. right-censored Weibull AFT N=2e5, k=12; binomial GLM by Fisher scoring N=1e6.

@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 jax.config.update("jax_enable_x64", True)
 import _models as M  # noqa: E402
+from scaling import best as fastest  # noqa: E402
 
 import jaxmle as jm  # noqa: E402
 import jaxmle._objective as objective_module  # noqa: E402
@@ -81,13 +82,9 @@ def count_passes(fit) -> dict[str, float]:
 
 
 def best(fn, repeats=5):
+    """Fastest of `repeats` warm calls (the first, untimed, call compiles)."""
     jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return fastest(fn, repeats)
 
 
 def logit_objective(x, y) -> Objective:

@@ -86,20 +86,28 @@ def test_two_processes_joined_by_jax_distributed_give_the_one_process_fit(tmp_pa
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
     port = _free_port()
     here = os.path.dirname(__file__)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(port), str(pid), str(tmp_path / f"{pid}.npz"), here],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        for pid in (0, 1)
-    ]
+
+    def worker(pid):
+        args = [
+            sys.executable,
+            str(script),
+            str(port),
+            str(pid),
+            str(tmp_path / f"{pid}.npz"),
+            here,
+        ]
+        return subprocess.Popen(
+            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    procs = [worker(pid) for pid in (0, 1)]
     try:
         logs = [p.communicate(timeout=600)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for p, log in zip(procs, logs):
+    for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log[-3000:]
 
     x, y, g = simulate()
