@@ -43,7 +43,7 @@ def logit_init(p: int = LOGIT_P):
     return {"b0": 0.0, "b": np.zeros(p)}
 
 
-def jaxmle_logit(x, y, cov: str = "sandwich", tol: float = 1e-10):
+def jaxmle_logit(x, y, cov: str = "sandwich", tol: float = 1e-10, subsample_start=None):
     import jax
 
     import jaxmle as jm
@@ -55,6 +55,7 @@ def jaxmle_logit(x, y, cov: str = "sandwich", tol: float = 1e-10):
         method="newton",
         cov=cov,
         tol=tol,
+        subsample_start=subsample_start,
     )
     return jax.block_until_ready(res)
 

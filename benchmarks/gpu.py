@@ -2,6 +2,11 @@
 and float32, beside the same fits on the host's CPU peers, in one run.
 
 Sections (each prints a markdown table as soon as it is done, so a run cut short still reports):
+  0. roofline: logit N=1e7 p=20 fit + HC0 (with and without the subsample start) against its
+     memory floor, passes over the data x bytes of the data / memory bandwidth (the device's
+     datasheet figure where known, and a measured read and copy kernel); what one pass of each
+     kind costs, and a fused Newton + scores pass against the two apart. fixedcost: a small
+     fit's fixed cost (N = 1e3..1e5), beside a trivial jitted call and a 5-iteration while loop.
   1. logit N=1e6 p=20, fit + HC0 sandwich: numpy in / device arrays in / float32; first call;
      float32 accuracy against float64; scikit-learn and statsmodels Logit on the host CPU.
   2. right-censored Weibull AFT N=2e5, k=12; binomial GLM by Fisher scoring N=1e6.
@@ -9,7 +14,8 @@ Sections (each prints a markdown table as soon as it is done, so a run cut short
      beside a statsmodels Logit loop on the host.
   4. scaling: fit + sandwich against N (1e4..1e7) and p (5..200), float64 and float32.
 
-Run: python benchmarks/gpu.py [--quick]   (--quick: small sizes, to check the script on a CPU)
+Run: python benchmarks/gpu.py [--quick] [section ...]   (--quick: small sizes, to check the script
+on a CPU; sections: roofline fixedcost logit weibull_glm montecarlo scaling, default all in that order)
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 jax.config.update("jax_enable_x64", True)
 import _models as M  # noqa: E402
+import passes  # noqa: E402
 from scaling import best as fastest  # noqa: E402
 
 import jaxmle as jm  # noqa: E402
@@ -61,9 +68,99 @@ def table(title, header, rows):
     sys.stdout.flush()
 
 
-def logit_fit(x, y, dtype=None, tol=None):
+# Datasheet memory bandwidths (GB/s) of common accelerators, by `device_kind`.
+PEAK_GB_S = {
+    "NVIDIA H100 80GB HBM3": 3350,
+    "NVIDIA H100 PCIe": 2000,
+    "NVIDIA H100 NVL": 3900,
+    "NVIDIA H200": 4800,
+    "NVIDIA GH200 480GB": 4000,
+    "NVIDIA A100-SXM4-80GB": 2039,
+    "NVIDIA A100-SXM4-40GB": 1555,
+    "NVIDIA A100-PCIE-40GB": 1555,
+    "NVIDIA A100 80GB PCIe": 1935,
+    "NVIDIA L4": 300,
+    "NVIDIA A10G": 600,
+    "Tesla V100-SXM2-16GB": 900,
+    "Tesla T4": 320,
+}
+
+
+def measured_bandwidth(gib=1.0 if not QUICK else 0.25):
+    """(read GB/s, copy GB/s) of this device: a sum over a float32 array (reads it once) and a + 1
+    (reads and writes it once), best of 5."""
+    a = jax.block_until_ready(jnp.ones(int(gib * 2**30) // 4, jnp.float32))
+    nbytes = a.size * 4
+    read = best(lambda: jax.jit(jnp.sum)(a))
+    copy = best(lambda: jax.jit(lambda v: v + 1.0)(a))
+    return nbytes / read / 1e9, 2 * nbytes / copy / 1e9
+
+
+def section_roofline():
+    n, p = (10**7 // (SCALE * 10), 20) if QUICK else (10**7, 20)
+    dev = jax.devices()[0]
+    read_gb_s, copy_gb_s = measured_bandwidth()
+    sheet = PEAK_GB_S.get(dev.device_kind)
+    bandwidth = max(read_gb_s, copy_gb_s, sheet or 0.0)
+    x, y = M.simulate_logit(n=n, p=p)
+    rows = []
+    for dtype, sub in ((None, None), (None, 0), ("float32", None)):
+        np_dtype = np.float64 if dtype is None else np.float32
+        xd, yd = jax.device_put(x.astype(np_dtype)), jax.device_put(y.astype(np_dtype))
+        data_bytes = xd.nbytes + yd.nbytes
+
+        def fit(xd=xd, yd=yd, dtype=dtype, sub=sub):
+            return logit_fit(xd, yd, dtype=dtype, subsample_start=sub)
+
+        t = best(fit)
+        counts = passes.count_passes(fit)
+        n_passes = sum(counts.values())
+        floor = n_passes * data_bytes / (bandwidth * 1e9)
+        label = (dtype or "float64") + (", subsample_start=0" if sub == 0 else "")
+        rows.append([label, f"{t:.4f}", f"{n_passes:.2f}",
+                     ", ".join(f"{k} {v:g}" for k, v in counts.items()),
+                     f"{data_bytes / 2**20:,.0f}", f"{floor:.4f}", f"{t / floor:.1f}",
+                     f"{n_passes * data_bytes / t / 1e9:,.1f}"])  # fmt: skip
+        xd = yd = None
+    table(f"roofline: logit N={n:,} p={p}, fit + HC0, device arrays in; bandwidth {bandwidth:,.0f} "
+          f"GB/s (datasheet {sheet or 'unknown'}, measured read {read_gb_s:,.0f}, copy "
+          f"{copy_gb_s:,.0f})",
+          ["dtype", "fit (s)", "passes", "passes by kind", "data (MiB)", "floor (s)",
+           "fit / floor", "GB/s of data"], rows)  # fmt: skip
+    xd, yd = jax.device_put(x), jax.device_put(y)
+    costs = passes.pass_costs(xd, yd)
+    costs["fused newton + scores (one pass)"] = best(passes.fused_pass(xd, yd))
+    table(f"one pass of each kind, logit N={n:,} p={p}, float64",
+          ["pass", "seconds", "GB/s of data"],
+          [[k, f"{v:.4f}", f"{(xd.nbytes + yd.nbytes) / v / 1e9:,.1f}"]
+           for k, v in costs.items()])  # fmt: skip
+
+
+def section_fixedcost():
+    rows = []
+    init = M.logit_init(5)
+    program = jax.jit(lambda d: jm.fit(M.logit_logpdf, init, d).coef)
+    for n in (1_000, 10_000, 100_000):
+        x, y = M.simulate_logit(n=n, p=5)
+        data = jax.device_put({"x": x, "y": y})
+        host = best(lambda data=data: jm.fit(M.logit_logpdf, init, data), 20)
+        in_jit = best(lambda data=data: program(data), 20)
+        it = int(jm.fit(M.logit_logpdf, init, data).n_iter)
+        rows.append([f"{n:,}", f"{host * 1e3:.2f}", f"{in_jit * 1e3:.2f}", str(it)])
+    z = jax.device_put(jnp.zeros(8))
+    plus_one = jax.jit(lambda v: v + 1)
+    loop = jax.jit(lambda v: jax.lax.fori_loop(0, 5, lambda i, a: a * 1.0001 + 1, v))
+    rows.append(["trivial jitted call", "", f"{best(lambda: plus_one(z), 50) * 1e3:.3f}", ""])
+    rows.append(["jitted 5-iteration loop", "", f"{best(lambda: loop(z), 50) * 1e3:.3f}", ""])
+    table("fixed cost of a small fit: logit p=5, fit + Hessian SE, device arrays "
+          "(jm.fit: host checks + program; inside jax.jit: the program alone)",
+          ["N", "jm.fit (ms)", "inside jax.jit (ms)", "iterations"], rows)  # fmt: skip
+
+
+def logit_fit(x, y, dtype=None, tol=None, subsample_start=None):
     return jm.fit(M.logit_logpdf, M.logit_init(x.shape[1]), {"x": x, "y": y}, cov="sandwich",
-                  tol=tol or (1e-10 if dtype is None else 1e-6), dtype=dtype)  # fmt: skip
+                  tol=tol or (1e-10 if dtype is None else 1e-6), dtype=dtype,
+                  subsample_start=subsample_start)  # fmt: skip
 
 
 def section_logit():
@@ -216,7 +313,7 @@ if __name__ == "__main__":
     print(f"jax {jax.__version__}, device {dev.device_kind} ({dev.platform}), "
           f"{len(jax.devices())} device(s), host CPUs {os.cpu_count()}")  # fmt: skip
     names = [a for a in sys.argv[1:] if not a.startswith("--")]
-    for name in names or ["logit", "weibull_glm", "montecarlo", "scaling"]:
+    for name in names or ["roofline", "fixedcost", "logit", "weibull_glm", "montecarlo", "scaling"]:
         t0 = time.perf_counter()
         try:
             globals()[f"section_{name}"]()

@@ -46,12 +46,15 @@ class HostData:
 
 class Layout(NamedTuple):
     """Where the rows live and how they are walked: rows per chunk, the device mesh (or None) whose
-    axis `axis` splits the observations, or `host` data streamed from numpy for every pass."""
+    axis `axis` splits the observations, or `host` data streamed from numpy for every pass.
+    `stride` > 1 sums over every stride-th row only (each device's rows 0, s, 2s, ...): the row
+    subsample whose fit chooses the start of the full-data solve (`_fit`)."""
 
     chunk_size: int
     mesh: Any = None
     axis: str | None = None
     host: HostData | None = None
+    stride: int = 1
 
 
 def leading_length(tree: PyTree) -> int:
@@ -78,11 +81,11 @@ def chunked_sum(
     fn a second time, which would double the tracing of every autodiff pass at the first call.
     """
     if layout.mesh is None:
-        return _local_sum(fn, batch, layout.chunk_size, zeros, layout.host)
+        return _local_sum(fn, batch, layout.chunk_size, zeros, layout.host, layout.stride)
     spec = jax.sharding.PartitionSpec(layout.axis)
 
     def local(b):
-        part = _local_sum(fn, b, layout.chunk_size, zeros)
+        part = _local_sum(fn, b, layout.chunk_size, zeros, stride=layout.stride)
         return jax.tree.map(lambda x: lax.psum(x, layout.axis), part)
 
     in_specs = (jax.tree.map(lambda _: spec, batch),)
@@ -93,7 +96,9 @@ def chunked_sum(
     )(batch)
 
 
-def _local_sum(fn, batch, chunk_size: int, zeros, host: HostData | None = None) -> PyTree:
+def _local_sum(
+    fn, batch, chunk_size: int, zeros, host: HostData | None = None, stride: int = 1
+) -> PyTree:
     """sum over chunks c of fn(batch[c], mask_c), where fn returns a pytree of mask-weighted sums.
 
     The chunks are `dynamic_slice`s of the original arrays inside one `fori_loop` (no padded or
@@ -103,7 +108,10 @@ def _local_sum(fn, batch, chunk_size: int, zeros, host: HostData | None = None) 
 
     With `host`, `batch.data` is None and each chunk of the data is copied from host memory by a
     callback inside the loop (weights and cluster codes, N-vectors, stay on the device).
+    With `stride` > 1 the rows are every stride-th one (a strided slice, not host data).
     """
+    if stride > 1:
+        batch = jax.tree.map(lambda x: lax.slice_in_dim(x, 0, x.shape[0], stride), batch)
     n = leading_length(host.data if host is not None else batch)
     chunk_size = min(chunk_size, n)
     n_chunks = -(-n // chunk_size)

@@ -19,7 +19,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._accumulate import HostData, Layout, auto_chunk_size, n_devices, place, platform_of
+from ._accumulate import (
+    HostData,
+    Layout,
+    auto_chunk_size,
+    leading_length,
+    n_devices,
+    place,
+    platform_of,
+)
 from ._bounds import Transforms, flat_inverse
 from ._covariance import KINDS, NEEDS, Pieces, check_kind, covariance, psd_inverse
 from ._inputs import (
@@ -75,6 +83,7 @@ def fit(
     max_iter: int = 100,
     tol: float | None = None,
     chunk_size: int | None = None,
+    subsample_start: float | None = None,
     devices=None,
     stream: bool = False,
     dtype=None,
@@ -109,6 +118,16 @@ def fit(
         stops far inside) and 1e-6 in float32.
       chunk_size: rows per chunk (per device) of the sums over observations; None picks ~16 MiB
         working sets.
+      subsample_start: fraction of the rows (every 1/f-th row) fitted first, inside the same compiled
+        program, to choose where the full-data solve starts: from there Newton needs 2-3
+        full-data iterations instead of 5-6. The result is the same maximum at the same `tol`; if
+        the subsample fit fails, or the full data's lnL is not finite at its estimate, the solve
+        starts from `init`. None (default): 2% of the rows when N >= 250,000 (at least
+        max(5,000, 50 k) rows), else off; 0 turns it off (a non-concave lnL whose start you chose
+        with care: the subsample's maximum may lie near another mode). Not with `stream=True` or
+        method="bfgs" (off by default there). `res.start_rows` (and `summary()`'s "Start" line)
+        says how many rows chose the start (0: the solve started at `init`); `res.n_iter` counts
+        the full-data iterations only. `refit` starts at its theta0, without a subsample.
       devices: shard host data over these devices (a list, or a count of `jax.devices()`), each
         summing its rows, one all-reduce per pass; rows are padded with zero weight to a multiple of
         the device count. Data already placed with `jax.device_put(data, NamedSharding(mesh,
@@ -142,6 +161,19 @@ def fit(
     dtype = jnp.dtype("float64" if dtype is None else dtype)
     if dtype not in (jnp.dtype("float64"), jnp.dtype("float32")):
         raise ValueError(f"dtype must be float64 or float32, got {dtype}")
+    if subsample_start is not None and not (
+        isinstance(subsample_start, (int, float))
+        and not isinstance(subsample_start, bool)
+        and 0 <= subsample_start <= 0.5
+    ):
+        raise ValueError(
+            f"subsample_start must be None or a fraction in [0, 0.5], got {subsample_start!r}"
+        )
+    if subsample_start and (stream or entry.quasi):
+        raise ValueError(
+            "subsample_start needs the rows on the device and a method with a curvature matrix "
+            f"(newton, fisher, bhhh): not with stream=True or method={method!r}"
+        )
     if tol is not None and not (
         isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 < tol < math.inf
     ):
@@ -155,8 +187,8 @@ def fit(
         tol = default_tol(dtype) if tol is None else float(tol)
         return _fit(
             logpdf, init, data, groups, n_groups, weights, weight_kind, fixed, expected, entry,
-            cov, max_iter, tol, chunk_size, devices, stream, dtype, solve_dtype, names, throw,
-            is_traced,
+            cov, max_iter, tol, chunk_size, subsample_start, devices, stream, dtype, solve_dtype,
+            names, throw, is_traced,
         )  # fmt: skip
 
 
@@ -169,7 +201,8 @@ def default_tol(dtype) -> float:
 
 def _fit(
     logpdf, init, data, groups, n_groups, weights, weight_kind, fixed, expected, method, cov,
-    max_iter, tol, chunk_size, devices, stream, dtype, solve_dtype, labels, throw, is_traced,
+    max_iter, tol, chunk_size, subsample_start, devices, stream, dtype, solve_dtype, labels, throw,
+    is_traced,
 ):  # fmt: skip
     init, free, labels = prepare_init(init, fixed, solve_dtype, labels)
     names = parameter_names(init, labels)
@@ -205,7 +238,7 @@ def _fit(
     problem = Problem(
         logpdf=logpdf, spec=spec, names=names, data=data, weights=weights, groups=groups,
         n_groups=n_groups, weight_kind=weight_kind, expected=expected, method=method.name,
-        cov=cov, max_iter=max_iter, tol=tol, layout=layout, n_rows=n,
+        cov=cov, max_iter=max_iter, tol=tol, subsample_start=subsample_start, layout=layout, n_rows=n,
         dtype=solve_dtype, compute_dtype=None if dtype == solve_dtype else dtype,
     )  # fmt: skip
     res = _run(problem, theta0, free)
@@ -245,6 +278,7 @@ class Problem:
     cov: str
     max_iter: int
     tol: float
+    subsample_start: float | None
     layout: Layout
     n_rows: int
     dtype: Any
@@ -260,14 +294,38 @@ class Problem:
         return None if self.layout.host is not None else self.data
 
 
-def _run(problem: Problem, theta0, free) -> FitResult:
+def _run(problem: Problem, theta0, free, warm: bool = False) -> FitResult:
+    """Run the compiled fit; `warm`: theta0 was chosen with care (a refit), no subsample start."""
     c = problem
+    method = METHODS[c.method]
+    stride = 1
+    if c.layout.host is None and not method.quasi and c.max_iter > 0 and not warm:
+        stride = subsample_stride(c.n_rows, sum(free), c.subsample_start)
     return _fit_compiled(
         theta0, c.device_data, c.weights, c.groups, logpdf=c.logpdf, spec=c.spec, names=c.names,
-        free=free, method=METHODS[c.method], cov=c.cov, max_iter=c.max_iter, tol=c.tol,
+        free=free, method=method, cov=c.cov, max_iter=c.max_iter, tol=c.tol,
         layout=c.layout, n_rows=c.n_rows, n_groups=c.n_groups, weight_kind=c.weight_kind,
-        compute_dtype=c.compute_dtype, expected=c.expected,
+        compute_dtype=c.compute_dtype, expected=c.expected, stride=stride,
     )  # fmt: skip
+
+
+# The automatic subsample start (see `fit`): 2% of the rows, at least this many and 50 per parameter
+# (enough for the subsample's estimate to lie within a few of its standard errors of the maximum),
+# and only where it leaves at least 1 row in `_AUTO_MIN_STRIDE` (below that its passes cost more than
+# the full-data iterations they save). Measured in benchmarks/RESULTS.md.
+_AUTO_FRACTION = 0.02
+_AUTO_MIN_ROWS = 5_000
+_AUTO_ROWS_PER_PARAM = 50
+_AUTO_MIN_STRIDE = 50
+
+
+def subsample_stride(n_rows: int, k: int, fraction: float | None) -> int:
+    """Every how-many-th row the start's subsample takes (1: no subsample start)."""
+    if fraction is None:
+        rows = max(_AUTO_FRACTION * n_rows, _AUTO_MIN_ROWS, _AUTO_ROWS_PER_PARAM * k)
+        stride = int(n_rows // rows)
+        return stride if stride >= _AUTO_MIN_STRIDE else 1
+    return max(1, round(1 / fraction)) if fraction > 0 else 1
 
 
 def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
@@ -276,6 +334,7 @@ def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
     other `options` (method, cov, max_iter, tol). One compiled program per (free, options): a
     profile over many values of one parameter compiles once. It works in the parameters the program
     optimises: for a `fit_transformed` result, the unconstrained u (theta0 and the returned fit).
+    A refit starts at theta0 itself (the fit's estimate or the caller's choice): no subsample start.
     """
     problem = res.problem.replace(**options) if options else res.problem
     if theta0 is None and problem.transforms is not None:
@@ -283,7 +342,7 @@ def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
     theta0 = res.coef if theta0 is None else theta0
     free = res.free if free is None else tuple(bool(f) for f in free)
     with jax.enable_x64(problem.dtype == jnp.float64):
-        out = _run(problem, jnp.asarray(theta0, problem.dtype), free)
+        out = _run(problem, jnp.asarray(theta0, problem.dtype), free, warm=True)
     return with_handles(out, _problem=problem)
 
 
@@ -352,6 +411,7 @@ def _full_precision(program):
         "n_groups",
         "weight_kind",
         "expected",
+        "stride",
     ),
 )
 @_full_precision
@@ -375,6 +435,7 @@ def _fit_compiled(
     weight_kind,
     expected,
     compute_dtype,
+    stride,
 ) -> FitResult:
     free_idx = np.flatnonzero(free)
     all_free = len(free_idx) == len(free)
@@ -390,16 +451,32 @@ def _fit_compiled(
             return jax.tree.map(lambda x: x.astype(compute_dtype), spec.unravel(flat))
 
     obj = Objective(logpdf, unravel, embed, batch, layout, n_groups, weight_kind, expected)
+    start = theta0[free_idx]
+    if stride > 1:  # a fit to every stride-th row chooses the start (see `fit`, subsample_start)
+        sub = obj._replace(layout=layout._replace(stride=stride))
+        st0 = maximize(
+            sub.terms(method.curvature), start, method=method, max_iter=max_iter, tol=tol,
+            compute_dtype=compute_dtype,
+        )  # fmt: skip
+        sub_ok = _converged(st0, tol) & ~_long_step(st0)
+        start = jnp.where(sub_ok, st0.theta, start)
     st = maximize(
         obj.terms(method.curvature),
-        theta0[free_idx],
+        start,
         method=method,
         max_iter=max_iter,
         tol=tol,
         initial_matrix=lambda t: obj.newton(t).matrix,
         compute_dtype=compute_dtype,
+        fallback=theta0[free_idx] if stride > 1 else None,
     )
 
+    if stride > 1:  # the subsample's estimate was the start: it converged, and lnL was finite there
+        per_device = leading_length(data) // n_devices(layout)
+        sub_rows = n_devices(layout) * -(-per_device // stride)
+        start_rows = jnp.where(sub_ok & ~st.restarted, sub_rows, 0)
+    else:
+        start_rows = jnp.asarray(0)
     theta_hat = embed(st.theta)
     full = obj._replace(embed=lambda t: t)
     reuse = all_free and method.curvature == "hessian"
@@ -443,7 +520,7 @@ def _fit_compiled(
         (~jnp.isfinite(st.loglik) | ~jnp.isfinite(st.decrement), Status.NONFINITE),
         (bad_groups, Status.BAD_GROUPS),
         (st.failed_search, Status.LINE_SEARCH_FAILED),
-        ((st.decrement > tol) & ~st.at_floor, Status.MAX_ITER),
+        (~_converged(st, tol), Status.MAX_ITER),
         (separated, Status.SEPARATION),
         (info_status != Status.SUCCESSFUL, info_status),
         (cov_status != Status.SUCCESSFUL, cov_status),
@@ -469,6 +546,7 @@ def _fit_compiled(
         n_obs=n_obs,
         n_iter=st.n_iter,
         n_damped=st.n_damped,
+        start_rows=start_rows.astype(jnp.int32),
         scaled_gradient=st.decrement,
         status=status,
         names=names,
@@ -489,7 +567,18 @@ def _separation_probe(st, info):
     where d is rounding noise) out: that one is reported as a singular information matrix.
     """
     d = st.direction
-    long_step = jnp.max(jnp.abs(d)) > _LONG_STEP * jnp.maximum(jnp.max(jnp.abs(st.theta)), 1.0)
     u = d / jnp.sqrt(jnp.abs(d @ info @ d))
-    candidate = long_step & jnp.all(jnp.isfinite(u))
+    candidate = _long_step(st) & jnp.all(jnp.isfinite(u))
     return jnp.where(candidate, st.theta + 4.0 * u, st.theta), candidate
+
+
+def _long_step(st):
+    """Is the last Newton step long relative to theta (iterates still travelling)?"""
+    d = st.direction
+    return jnp.max(jnp.abs(d)) > _LONG_STEP * jnp.maximum(jnp.max(jnp.abs(st.theta)), 1.0)
+
+
+def _converged(st, tol):
+    """The loop stopped at a maximum: scaled gradient below tol, or at lnL's rounding floor."""
+    ok = ~st.failed_start & ~st.failed_search & jnp.isfinite(st.loglik) & jnp.isfinite(st.decrement)
+    return ok & ((st.decrement <= tol) | st.at_floor)

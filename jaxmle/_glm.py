@@ -214,6 +214,7 @@ def glm(
     max_iter: int = 100,
     tol: float = 1e-16,
     chunk_size: int | None = None,
+    subsample_start: float | None = None,
 ) -> GLMResult:
     """Fit a GLM by maximum likelihood: `glm("y ~ x1 + C(g)", df, family="binomial")`.
 
@@ -246,6 +247,8 @@ def glm(
         the maximum (canonical links need one step more than at 1e-12).
       start: starting coefficients (dict by name or array in formula order); default R's: one
         weighted least-squares step from the family's `mustart`.
+      subsample_start: as in `jaxmle.fit` (by default a fit to 2% of the rows chooses the start
+        when N >= 250,000; 0 turns it off).
 
     Rows with missing values in any variable used (formula, offset, weights, groups) are dropped
     (`res.n_dropped`, printed by `summary()`). Errors before fitting name what is wrong: unknown
@@ -280,6 +283,7 @@ def glm(
         max_iter=max_iter,
         tol=tol,
         chunk_size=chunk_size,
+        subsample_start=subsample_start,
     )
     p, n = len(d.names), d.X.shape[0]
     with jax.enable_x64(True):

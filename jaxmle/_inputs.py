@@ -204,11 +204,18 @@ def prepare_weights(weights, n, dtype, traced):
 def prepare_groups(groups, n_groups, n, traced):
     if groups is None:
         return None, 0
-    if traced or isinstance(groups, jax.core.Tracer):
+    # under jit/vmap, or spread over several processes (jax.distributed), the labels cannot be
+    # read here: the caller gives the codes 0..G-1, and a code out of range is a status
+    is_tracer = isinstance(groups, jax.core.Tracer)  # a Tracer is a jax.Array without placement
+    global_array = (
+        not is_tracer and isinstance(groups, jax.Array) and not groups.is_fully_addressable
+    )
+    if traced or is_tracer or global_array:
         g = jnp.asarray(groups)
         if not jnp.issubdtype(g.dtype, jnp.integer) or n_groups is None:
+            where = "spread over several processes" if global_array else "under jit/vmap"
             raise ValueError(
-                "under jit/vmap, groups must be integer codes 0..G-1 and n_groups=G "
+                f"{where}, groups must be integer codes 0..G-1 and n_groups=G "
                 "must be given (a static int)"
             )
         if g.shape != (n,):

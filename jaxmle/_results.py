@@ -146,6 +146,7 @@ class FitResult:
     n_obs: jax.Array
     n_iter: jax.Array
     n_damped: jax.Array
+    start_rows: jax.Array  # rows of the subsample whose fit was the start (0: started at init)
     scaled_gradient: jax.Array
     status: jax.Array
     names: tuple[str, ...] = static()
@@ -311,6 +312,9 @@ class FitResult:
             ("BIC", f"{-2 * float(self.loglik) + math.log(float(self.n_obs)) * self.n_params:.4f}"),
             ("Status", f"{self.message} (scaled gradient {float(self.scaled_gradient):.2e})"),
         ]
+        if int(self.start_rows):
+            start = f"a fit to {int(self.start_rows):,} rows (subsample_start=0 turns it off)"
+            head.insert(1, ("Start", start))
         if int(self.n_damped):
             note = f"H was not negative definite at {int(self.n_damped)} iterations (damped steps)"
             head.append(("Note", note))

@@ -102,6 +102,7 @@ class SolverState(NamedTuple):
     failed_start: jax.Array
     failed_search: jax.Array
     at_floor: jax.Array  # converged at the rounding floor of lnL (see the module docstring)
+    restarted: jax.Array  # lnL or U was not finite at theta0: started again from the fallback
     eig: tuple  # equilibrated_eigh(matrix), reused for the covariance at the end (not for bfgs)
 
 
@@ -150,9 +151,12 @@ def maximize(
     tol: float,
     initial_matrix: Callable[[jax.Array], jax.Array] | None = None,
     compute_dtype=None,
+    fallback: jax.Array | None = None,
 ) -> SolverState:
     """Run the loop from theta0; `evaluate` returns the method's Terms at a trial point, its l_i
-    computed in `compute_dtype` (default theta0's), whose rounding sets the line search's slack."""
+    computed in `compute_dtype` (default theta0's), whose rounding sets the line search's slack.
+    `fallback`: where to start again if lnL or U is not finite at theta0 (which then is a
+    computed start, e.g. a subsample's estimate, and the fallback the user's start values)."""
     k = theta0.shape[0]
     dtype = theta0.dtype
     quasi = method.quasi
@@ -184,6 +188,7 @@ def maximize(
         failed_start=jnp.asarray(False),
         failed_search=jnp.asarray(False),
         at_floor=jnp.asarray(False),
+        restarted=jnp.asarray(fallback is None),
         eig=no_eig,
     )
 
@@ -232,13 +237,16 @@ def maximize(
             started=jnp.asarray(True),
             eig=eig,
         )
+        restart = ~st.started & ~st.restarted
         rejected = st._replace(
+            theta=st.theta if fallback is None else jnp.where(restart, fallback, st.theta),
             at_floor=st.started & (st.decrement <= floor),
             step=0.5 * st.step,
             n_halvings=st.n_halvings + 1,
-            started=jnp.asarray(True),
-            failed_start=~st.started,
+            started=~restart,
+            failed_start=~st.started & ~restart,
             failed_search=st.started & (st.n_halvings + 1 >= _MAX_HALVINGS),
+            restarted=st.restarted | restart,
         )
         return jax.tree.map(lambda a, r: jnp.where(accept, a, r), accepted, rejected)
 
