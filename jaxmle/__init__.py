@@ -16,7 +16,11 @@ from ._lrscore import ModelComparison as ModelComparison
 from ._lrscore import compare as compare
 from ._lrscore import lr_test as lr_test
 from ._lrscore import score_test as score_test
+from ._diagnostics import Diagnostics as Diagnostics
 from ._mcresult import MonteCarloResult as MonteCarloResult
+from ._modeltests import VuongResult as VuongResult
+from ._modeltests import im_test as im_test
+from ._modeltests import vuong_test as vuong_test
 from ._montecarlo import monte_carlo as monte_carlo
 from ._profile import ProfileInterval as ProfileInterval
 from ._profile import profile_ci as profile_ci
