@@ -217,7 +217,9 @@ def clusterings(n_factors: int) -> tuple[tuple[int, ...], ...]:
     """The factor sets of multi-way clustering in R's order: each factor, then the intersections of
     2, 3, ... factors (`combn`), e.g. (0,), (1,), (0, 1); sign (-1)^(|set| + 1)."""
     return tuple(
-        s for size in range(1, n_factors + 1) for s in itertools.combinations(range(n_factors), size)
+        s
+        for size in range(1, n_factors + 1)
+        for s in itertools.combinations(range(n_factors), size)
     )
 
 
@@ -324,12 +326,23 @@ KINDS: Mapping[str, CovKind] = types.MappingProxyType(
             CovKind("sandwich", "robust sandwich (HC0)", _hc0),
             CovKind("HC0", "robust sandwich (HC0)", _hc0),
             CovKind("HC1", "robust sandwich, N/(N-k) (HC1)", _hc1),
-            CovKind("cluster", "cluster-robust sandwich", _cluster, needs=("groups",),
-                    options=_CLUSTER_OPTIONS, check=_check_cluster),
-            CovKind("HAC", "heteroskedasticity and autocorrelation consistent (HAC)",
-                    _hac_formula, needs=("rows", "time"), options=_HAC_OPTIONS,
-                    check=_hac.check_options),
-        )  # fmt: skip
+            CovKind(
+                "cluster",
+                "cluster-robust sandwich",
+                _cluster,
+                needs=("groups",),
+                options=_CLUSTER_OPTIONS,
+                check=_check_cluster,
+            ),
+            CovKind(
+                "HAC",
+                "heteroskedasticity and autocorrelation consistent (HAC)",
+                _hac_formula,
+                needs=("rows", "time"),
+                options=_HAC_OPTIONS,
+                check=_hac.check_options,
+            ),
+        )
     }
 )
 
@@ -341,20 +354,36 @@ GLM_KINDS: Mapping[str, CovKind] = types.MappingProxyType(
         **{
             k.name: k
             for k in (
-                CovKind("HC0", "HC0 (working-weights bread)", working_bread(_hc0),
-                        needs=("expected",)),
-                CovKind("HC1", "HC1, N/(N-p) (working-weights bread)", working_bread(_hc1),
-                        needs=("expected",)),
-                CovKind("HC2", "HC2, u_i / (1-h_i)^1/2 (working-weights bread)",
-                        working_bread(functools.partial(_hc_leverage, power=1)),
-                        needs=("expected", "rows", "hat")),
-                CovKind("HC3", "HC3, u_i / (1-h_i) (working-weights bread)",
-                        working_bread(functools.partial(_hc_leverage, power=2)),
-                        needs=("expected", "rows", "hat")),
-                CovKind("HAC", "HAC (working-weights bread)", working_bread(_hac_formula),
-                        needs=("expected", "rows", "time"), options=_HAC_OPTIONS,
-                        check=_hac.check_options),
-            )  # fmt: skip
+                CovKind(
+                    "HC0", "HC0 (working-weights bread)", working_bread(_hc0), needs=("expected",)
+                ),
+                CovKind(
+                    "HC1",
+                    "HC1, N/(N-p) (working-weights bread)",
+                    working_bread(_hc1),
+                    needs=("expected",),
+                ),
+                CovKind(
+                    "HC2",
+                    "HC2, u_i / (1-h_i)^1/2 (working-weights bread)",
+                    working_bread(functools.partial(_hc_leverage, power=1)),
+                    needs=("expected", "rows", "hat"),
+                ),
+                CovKind(
+                    "HC3",
+                    "HC3, u_i / (1-h_i) (working-weights bread)",
+                    working_bread(functools.partial(_hc_leverage, power=2)),
+                    needs=("expected", "rows", "hat"),
+                ),
+                CovKind(
+                    "HAC",
+                    "HAC (working-weights bread)",
+                    working_bread(_hac_formula),
+                    needs=("expected", "rows", "time"),
+                    options=_HAC_OPTIONS,
+                    check=_hac.check_options,
+                ),
+            )
         },
     }
 )

@@ -2,8 +2,9 @@
 
     condition       of the information A over the free parameters: lambda_max / lambda_min of
                     S A S, S = diag(A)^-1/2 (scale-free: what ill-identification costs), and of A
-    influence       d_i = w_i u_i' A^-1 u_i; dropping row i moves theta_hat by about
-                    delta_i = -A^-1 w_i u_i (a one-step approximation, DFBETA for ML), reported
+    influence       d_i = w_i u_i' A^-1 u_i (the row's score contribution in the information
+                    metric); dropping row i moves theta_hat by about delta_i = -(A + w_i H_i)^-1
+                    w_i u_i (one Newton step on the lnL without row i: DFBETA for ML), reported
                     in model standard errors sqrt(diag A^-1)
     IM test         White's information-matrix test (`jm.im_test`)
 
@@ -105,10 +106,13 @@ class Diagnostics:
 def _influence(score, hessian, weights):
     info = -jnp.einsum("n,nij->ij", weights, hessian)
     inv = jnp.linalg.inv(info)
-    step = (score * weights[:, None]) @ inv  # delta_i = -A^-1 w_i u_i (sign: dropping row i)
-    d = jnp.sum(step * score, axis=1)
+    wu = score * weights[:, None]
+    d = jnp.sum((wu @ inv) * score, axis=1)
+    # delta_i = -(A + w_i H_i)^-1 w_i u_i: a Newton step from theta_hat on the lnL without row i
+    # (exact for the coefficients of a linear model with the scale held: the 1/(1-h_i) of DFBETA)
+    step = jax.vmap(jnp.linalg.solve)(info[None] + weights[:, None, None] * hessian, wu)
     se = jnp.sqrt(jnp.diagonal(inv))
-    s, lam, _ = equilibrated_eigh(info)
+    _, lam, _ = equilibrated_eigh(info)
     raw = jnp.linalg.eigvalsh(info)
     return d, -step / se, lam[-1] / lam[0], raw[-1] / raw[0]
 

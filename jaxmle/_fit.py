@@ -21,8 +21,8 @@ import numpy as np
 
 from ._accumulate import HostData, Layout, auto_chunk_size, n_devices, place, platform_of
 from ._bounds import Transforms, flat_inverse
-from ._dependence import prepare_clusters, prepare_time
 from ._covariance import KINDS, NEEDS, Pieces, check_kind, covariance, needs_rows, psd_inverse
+from ._dependence import prepare_clusters, prepare_time
 from ._inputs import (
     check_logpdf,
     prepare_data,

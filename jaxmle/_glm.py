@@ -193,6 +193,7 @@ class GLMResult(FitResult):
             ("Formula", info.formula),
             ("Family", f"{fam.name}, link {fam.link.name}"),
             ("Observations", n_text),
+            *([("Clusters", self.cluster_text())] if self.cluster_text() else []),
             ("Method", f"{self.method}, {int(self.n_iter)} iterations"),
             ("Covariance", self.cov_label() if self.cov_options else self.cov_type),
             ("Dispersion", f"{float(self.dispersion):.6g}"),
@@ -278,8 +279,9 @@ def glm(
         raise ValueError(f"unknown dispersion {dispersion!r}; choose one of {DISPERSIONS}")
     check_method(method)
     cov_options = dict(cov_options or {})
+    frequency = weights is not None and fam.weight_role == "frequency"
     has = {"groups": groups is not None, "expected": True, "rows": True, "hat": True,
-           "time": time is not None and not (weights is not None and fam.weight_role == "frequency")}  # fmt: skip
+           "time": time is not None and not frequency}  # fmt: skip
     entry = check_kind(GLM_KINDS, cov, has=has, options=cov_options)
     # a kind of jaxmle.fit is computed in the fit; a GLM kind (R's bread) from the GLM result
     fit_cov, fit_options = (cov, cov_options) if entry is KINDS.get(cov) else ("expected", {})

@@ -147,7 +147,11 @@ class VuongResult(eqx.Module):
             f"{float(self.pvalue_first):.4g}; model 2 better: P = {float(self.pvalue_second):.4g})"
         )
         choice = self.preferred()
-        verdict = "the data do not tell the models apart" if choice == "neither" else f"{choice} fits better"
+        verdict = (
+            "the data do not tell the models apart"
+            if choice == "neither"
+            else f"{choice} fits better"
+        )
         text += f"\n  at 5%: {verdict}"
         if int(self.status) != Status.SUCCESSFUL:
             text += "\n  warning: a fit it uses did not succeed"

@@ -65,7 +65,9 @@ def _local_rows(fn, batch, chunk_size, host=None):
 
     def write(i, out):
         start, values = chunk(i)
-        return jax.tree.map(lambda o, v: lax.dynamic_update_slice_in_dim(o, v, start, 0), out, values)
+        return jax.tree.map(
+            lambda o, v: lax.dynamic_update_slice_in_dim(o, v, start, 0), out, values
+        )
 
     return write(0, out) if n_chunks == 1 else lax.fori_loop(0, n_chunks, write, out)
 

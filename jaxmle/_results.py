@@ -346,11 +346,16 @@ class FitResult:
         """What the summary should say about this fit's covariance (host; see `_notes`)."""
         return covariance_notes(self)
 
+    def cluster_text(self) -> str:
+        """'G', or 'firm 500, year 10, firm:year 5000' (multi-way); '' without groups."""
+        if self.clusters:
+            return ", ".join(f"{name} {g}" for name, g in self.clusters)
+        n_groups = self.score_groups.shape[-2]
+        return f"{n_groups}" if n_groups else ""
+
     def head(self) -> list[tuple[str, str]]:
         """The `key value` lines above the table (subclasses add theirs)."""
-        n_groups = self.score_groups.shape[-2]
-        if self.clusters:
-            n_groups = ", ".join(f"{name} {g}" for name, g in self.clusters)
+        n_groups = self.cluster_text()
         head = [
             ("Method", f"{self.method}, {int(self.n_iter)} iterations"),
             ("Covariance", self.cov_label()),
