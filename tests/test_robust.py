@@ -97,14 +97,16 @@ def mtcars():
 
 
 @pytest.fixture(scope="module")
-def birthwt():
-    """A logit and a probit of low birth weight: R's vcovHC, IM and Vuong examples."""
-    bw = data("birthwt")
-    return {
-        "logit": jm.glm("low ~ age + lwt + smoke + ht", bw, family="binomial"),
-        "probit": jm.glm("low ~ age + lwt + smoke + ptl + ht + ui", bw, family="binomial",
-                         link="probit"),
-    }  # fmt: skip
+def probit():
+    """A probit of low birth weight (R's vcovHC and Vuong examples): a non-canonical link."""
+    return jm.glm("low ~ age + lwt + smoke + ptl + ht + ui", data("birthwt"), family="binomial",
+                  link="probit")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def logit():
+    """A logit of low birth weight (R's vcovHC, IM and Vuong examples)."""
+    return jm.glm("low ~ age + lwt + smoke + ht", data("birthwt"), family="binomial")
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +143,7 @@ def test_two_way_cluster_equals_vcovcl_with_each_option(petersen):
     assert "firm 500, year 10, firm:year 5000" in res.summary()
 
 
+@pytest.mark.slow
 def test_non_psd_two_way_cluster_is_noted_and_fixed_as_r_does(petersen):
     frame, _, fx = petersen
     res = jm.glm("y ~ x + C(year)", frame, groups={"firm": "firm", "year": "year"}, cov="cluster")
@@ -252,17 +255,12 @@ def test_hac_of_glm_results_equal_neweywest_and_kernhac(macro):
 # ---------------------------------------------------------------- HC0..HC3
 
 
-def test_hc0_to_hc3_of_a_probit_glm_equal_vcovhc(birthwt):
-    """A non-canonical link: R's bread is the working-weights (X'WX)^-1, not (-H)^-1."""
-    fx = fixture("hc_glm")["probit_birthwt"]
-    res = birthwt["probit"]
+def test_hc0_to_hc3_of_a_logit_glm_equal_vcovhc(logit):
+    fx = fixture("hc_glm")["logit_birthwt"]
     for kind in ("HC0", "HC1", "HC2", "HC3"):
-        assert_cov(res.covariance(kind), fx[kind]), kind
-    np.testing.assert_allclose(res.observation_rows(GLM_KINDS["HC3"]).hat, fx["hat"], rtol=COV_RTOL)
-    at_fit = jm.glm("low ~ age + lwt + smoke + ptl + ht + ui", data("birthwt"),
-                    family="binomial", link="probit", cov="HC3")  # fmt: skip
-    assert at_fit.cov_type == "HC3"
-    np.testing.assert_allclose(at_fit.cov, res.covariance("HC3"), rtol=SAME_RTOL)
+        assert_cov(logit.covariance(kind), fx[kind]), kind
+    np.testing.assert_allclose(logit.observation_rows(GLM_KINDS["HC3"]).hat, fx["hat"],
+                               rtol=COV_RTOL)  # fmt: skip
 
 
 def test_hc1_of_jm_fit_counts_every_free_parameter(mtcars):
@@ -274,12 +272,18 @@ def test_hc1_of_jm_fit_counts_every_free_parameter(mtcars):
 
 
 @pytest.mark.slow
-def test_hc_kinds_of_more_glms_equal_vcovhc(birthwt):
+def test_hc_kinds_of_more_glms_equal_vcovhc(probit, logit):
+    """The probit has a non-canonical link: R's bread is the working-weights (X'WX)^-1, not
+    (-H)^-1."""
+    at_fit = jm.glm("low ~ age + lwt + smoke + ptl + ht + ui", data("birthwt"),
+                    family="binomial", link="probit", cov="HC3")  # fmt: skip
+    assert at_fit.cov_type == "HC3"
+    np.testing.assert_allclose(at_fit.cov, probit.covariance("HC3"), rtol=SAME_RTOL)
     fx = fixture("hc_glm")
     wb, mt = data("warpbreaks"), data("mtcars")
     fits = {
         "poisson_warpbreaks": jm.glm("breaks ~ woolB + tensionM + tensionH", wb, family="poisson"),
-        "logit_birthwt": birthwt["logit"],
+        "probit_birthwt": probit,
         "gaussian_mtcars": jm.glm("mpg ~ wt + hp", mt),
     }
     for name, res in fits.items():
@@ -293,24 +297,26 @@ def test_hc_kinds_of_more_glms_equal_vcovhc(birthwt):
     expanded = jm.glm("breaks ~ woolB + tensionM", wb.loc[wb.index.repeat(counts)],
                       family="poisson")  # fmt: skip
     np.testing.assert_allclose(weighted.covariance("HC3"), expanded.covariance("HC3"), rtol=1e-8)
-    im = fixture("imtest")["poisson_warpbreaks"]
-    test = jm.im_test(fits["poisson_warpbreaks"])
-    np.testing.assert_allclose(float(test.statistic), im["statistic"], rtol=STAT_RTOL)
-    assert int(test.df) == im["df"]  # dummies: x_j^2 = x_j leaves 6 of 10 indicators
+    im = fixture("imtest")
+    for name in ("poisson_warpbreaks", "logit_birthwt"):
+        test = jm.im_test({**fits, "logit_birthwt": logit}[name])
+        np.testing.assert_allclose(float(test.statistic), im[name]["statistic"], rtol=STAT_RTOL)
+        assert int(test.df) == im[name]["df"]  # warpbreaks' dummies: 6 of 10 indicators
 
 
 # ---------------------------------------------------------------- the information-matrix test
 
 
-def test_im_test_equals_the_direct_computation_in_r(mtcars, birthwt):
-    fx = fixture("imtest")
-    for name, res in {"logit_birthwt": birthwt["logit"], "normal_mtcars": mtcars[3]}.items():
-        test = jm.im_test(res)
-        np.testing.assert_allclose(float(test.statistic), fx[name]["statistic"], rtol=STAT_RTOL)
-        assert int(test.df) == fx[name]["df"], name
-        assert "Information-matrix" in str(test)
+def test_im_test_equals_the_direct_computation_in_r(mtcars):
+    fx = fixture("imtest")["normal_mtcars"]  # more models under slow
+    test = jm.im_test(mtcars[3])
+    np.testing.assert_allclose(float(test.statistic), fx["statistic"], rtol=STAT_RTOL)
+    assert int(test.df) == fx["df"]
+    np.testing.assert_allclose(float(test.pvalue), chi2_sf(fx["statistic"], fx["df"]))
+    assert "Information-matrix" in str(test)
 
 
+@pytest.mark.slow
 def test_im_test_is_invariant_to_the_parametrisation(mtcars):
     _, d, w, res = mtcars
     start = {"b": np.zeros(3), "sigma": 1.0}
@@ -354,26 +360,40 @@ def test_im_test_size_by_simulation():
 # ---------------------------------------------------------------- Vuong
 
 
-def test_vuong_equals_nonnest2_formula_on_birthwt_and_mtcars(mtcars, birthwt):
-    fx = fixture("vuong")
+def quadratic_in_hp(mtcars):
+    """mpg ~ hp + hp^2: the shape of the shared fit (mpg ~ wt + hp), so no new program."""
     frame, _, w, _ = mtcars
-    n1 = jm.fit(normal, init(2), linear_data(frame, "mpg", ["wt"]), weights=w)
     hp2 = linear_data(frame.assign(hp2=frame["hp"] ** 2), "mpg", ["hp", "hp2"])
-    n2 = jm.fit(normal, init(3), hp2, weights=w)  # the shape of the shared fit: no new program
-    pairs = {"birthwt": (birthwt["logit"], birthwt["probit"]), "mtcars": (n1, n2)}
+    return jm.fit(normal, init(3), hp2, weights=w)
+
+
+def assert_vuong(pairs):
+    fx = fixture("vuong")
     for key, (a, b) in pairs.items():
-        for correction in ("none", "aic", "bic"):
+        for correction, ref in fx[key].items():
             test = jm.vuong_test(a, b, correction=correction)
-            ref = fx[key][correction]
             np.testing.assert_allclose(float(test.statistic), ref["statistic"], rtol=STAT_RTOL)
             np.testing.assert_allclose(float(test.pvalue_first), ref["p_first"], rtol=STAT_RTOL)
             np.testing.assert_allclose(float(test.pvalue_second), ref["p_second"], rtol=STAT_RTOL)
             np.testing.assert_allclose(float(test.omega), ref["omega"], rtol=STAT_RTOL)
             two_sided = 2 * min(ref["p_first"], ref["p_second"])
             np.testing.assert_allclose(float(test.pvalue), two_sided, rtol=STAT_RTOL)
-    swapped = jm.vuong_test(n2, n1)
-    np.testing.assert_allclose(float(swapped.statistic), -fx["mtcars"]["none"]["statistic"])
+
+
+def test_vuong_equals_nonnest2_formula_on_mtcars(mtcars):
+    res, hp = mtcars[3], quadratic_in_hp(mtcars)
+    assert_vuong({"mtcars_same_k": (res, hp)})  # the AIC/BIC corrections: under slow
+    swapped = jm.vuong_test(hp, res)
+    ref = fixture("vuong")["mtcars_same_k"]["none"]["statistic"]
+    np.testing.assert_allclose(float(swapped.statistic), -ref, rtol=STAT_RTOL)
     assert "at 5%" in str(swapped)
+
+
+@pytest.mark.slow
+def test_vuong_with_corrections_equals_nonnest2_formula(mtcars, logit, probit):
+    frame, _, w, _ = mtcars
+    wt = jm.fit(normal, init(2), linear_data(frame, "mpg", ["wt"]), weights=w)
+    assert_vuong({"birthwt": (logit, probit), "mtcars": (wt, quadratic_in_hp(mtcars))})
 
 
 # ---------------------------------------------------------------- diagnostics
@@ -444,15 +464,15 @@ def test_singleton_clusters_are_the_hc_sandwich_and_the_summary_says_so(mtcars):
     # fewer clusters than parameters: test_non_psd_two_way_cluster_is_noted_and_fixed_as_r_does
 
 
-def test_kinds_that_need_the_data_refuse_results_without_it(mtcars, birthwt):
+def test_kinds_that_need_the_data_refuse_results_without_it(mtcars, logit):
     _, d, _, res = mtcars
     bare = jax.tree.map(lambda x: x, res)  # a tree operation drops the data handle
     with pytest.raises(ValueError, match=r"jm\.attach"):
         jm.im_test(bare)
     with pytest.raises(ValueError, match=r"jm\.attach"):
-        jax.tree.map(lambda x: x, birthwt["probit"]).with_cov("HC3")
+        jax.tree.map(lambda x: x, logit).with_cov("HC3")
     with pytest.raises(ValueError, match="same observations"):
-        jm.vuong_test(res, birthwt["logit"])
+        jm.vuong_test(res, logit)
     with pytest.raises(ValueError, match="not under jit"):
         jax.jit(
             lambda x: jm.fit(normal, init(3), x,

@@ -243,7 +243,9 @@ ll_lm <- function(m) dnorm(mt$mpg, fitted(m), sqrt(mean(residuals(m)^2)), log = 
 stopifnot(abs(sum(ll_lm(n1)) - logLik(n1)) < 1e-10)
 mtcars_lm <- lapply(c(none = "none", aic = "aic", bic = "bic"),
                     function(a) vuong(ll_lm(n1), ll_lm(n2), length(coef(n1)), length(coef(n2)), a))
+n3 <- lm(mpg ~ wt + hp, data = mt)  # as many coefficients as n2: the corrections vanish
+mtcars_same_k <- list(none = vuong(ll_lm(n3), ll_lm(n2), 3, 3, "none"))
 '
 e <- run(code_vuong)
 write_json(list(source = VERSIONS, commands = code_vuong, birthwt = e$birthwt,
-                mtcars = e$mtcars_lm), "vuong.json")
+                mtcars = e$mtcars_lm, mtcars_same_k = e$mtcars_same_k), "vuong.json")
