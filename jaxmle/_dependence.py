@@ -38,13 +38,14 @@ def prepare_clusters(groups, n_groups, n: int, traced: bool):
         raise ValueError("groups={...} maps factor names (str) to (N,) labels, one or more")
     factors = []
     for name, labels in groups.items():
-        labels = np.asarray(labels)
-        if labels.shape != (n,):
-            raise ValueError(f"groups[{name!r}] must have shape (N,) = ({n},), got {labels.shape}")
-        if labels.dtype.kind == "f" and not np.isfinite(labels).all():
-            row = np.flatnonzero(~np.isfinite(labels))[0]
-            raise ValueError(f"groups[{name!r}] has NaN at row {row}")
-        factors.append(np.unique(labels, return_inverse=True)[1].reshape(n))
+        # one factor's checks are one-way groups' (shape, missing or mixed labels, >= 2 clusters)
+        try:
+            codes, _ = prepare_groups(labels, None, n, False)
+        except ValueError as e:
+            raise ValueError(f"groups[{name!r}]: {e}") from None
+        except TypeError as e:
+            raise TypeError(f"groups[{name!r}]: {e}") from None
+        factors.append(np.asarray(codes))
     names = list(groups)
     columns, clusters, offset = [], [], 0
     for members in clusterings(len(factors)):

@@ -190,7 +190,7 @@ def test_hac_at_fit_time_later_and_in_any_row_order_equals_neweywest(macro):
         _check_score_kind(res, "HAC")
 
 
-def test_automatic_bandwidths_and_the_qs_kernel_equal_r(macro):
+def test_automatic_bandwidths_equal_bwneweywest_and_bwandrews(macro):
     _, _, _, res, fx = macro
     rows = res.observation_rows(KINDS["HAC"])
     # R's lm has no scale column: leave log_sigma out as it leaves the intercept out
@@ -204,6 +204,12 @@ def test_automatic_bandwidths_and_the_qs_kernel_equal_r(macro):
     }
     for name, value in got.items():
         np.testing.assert_allclose(float(value), ref[name], rtol=STAT_RTOL, err_msg=name)
+
+
+@pytest.mark.slow
+def test_the_qs_kernel_and_lag_0_equal_r(macro):
+    _, _, _, res, fx = macro
+    ref = fx["lm"]["bandwidth"]
     qs = res.covariance("HAC", kernel="quadratic-spectral", bandwidth=ref["andrews_qs"])
     assert_cov(qs, fx["lm"]["cov"]["qs_andrews"])
     lag0 = res.covariance("HAC", lags=0)  # R: weights (1, 0), the HC0 sandwich
@@ -454,6 +460,21 @@ def test_hac_without_a_time_order_says_what_to_pass(mtcars):
                cov_options={"kernel": "parzen"})  # fmt: skip
     with pytest.raises(TypeError, match="unknown option"):
         jm.fit(normal, init(3), d, cov="HC1", cov_options={"lags": 2})
+
+
+def test_multi_way_labels_are_checked_by_name_before_any_work(mtcars):
+    d = mtcars[1]
+    firm = np.arange(32) % 4
+    for year, words in (
+        (np.r_[np.nan, np.arange(31.0)], r"groups\['year'\]: .*missing label.*row 0"),
+        (np.zeros(32), r"groups\['year'\]: .*at least 2 clusters"),
+        (np.arange(31), r"groups\['year'\]: .*shape"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            jm.fit(normal, init(3), d, groups={"firm": firm, "year": year}, cov="cluster")
+    with pytest.raises(ValueError, match=r"groups\['year'\]: .*missing label.*row 3"):
+        year = np.array(["a", "b", "c", None] * 8, dtype=object)
+        jm.fit(normal, init(3), d, groups={"firm": firm, "year": year}, cov="cluster")
 
 
 def test_singleton_clusters_are_the_hc_sandwich_and_the_summary_says_so(mtcars):
