@@ -1,7 +1,7 @@
 """Heteroskedasticity- and autocorrelation-consistent (HAC) meats: kernels and bandwidth rules.
 
 For rows c_t in time order (t = 1..n; c_t = u_t, or w_t u_t with sampling weights), a kernel k and a
-bandwidth b (Newey & West 1987; Andrews 1991; theory.md, "Sandwich covariances"):
+bandwidth b (Newey & West 1987; Andrews 1991; docs/theory.md, "Covariance kinds"):
 
     B_HAC = sum_{t,s} k(|t - s| / b) c_t c_s' = Gamma_0 + sum_{j >= 1} k(j / b) (Gamma_j + Gamma_j'),
     Gamma_j = sum_{t > j} c_t c_{t-j}'
