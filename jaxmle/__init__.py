@@ -4,6 +4,7 @@ from . import families as families
 from ._bounds import Bounds as Bounds
 from ._bounds import interval as interval
 from ._bounds import positive as positive
+from ._diagnostics import Diagnostics as Diagnostics
 from ._fit import Problem as Problem
 from ._fit import attach as attach
 from ._fit import fit as fit
@@ -17,6 +18,9 @@ from ._lrscore import compare as compare
 from ._lrscore import lr_test as lr_test
 from ._lrscore import score_test as score_test
 from ._mcresult import MonteCarloResult as MonteCarloResult
+from ._modeltests import VuongResult as VuongResult
+from ._modeltests import im_test as im_test
+from ._modeltests import vuong_test as vuong_test
 from ._montecarlo import monte_carlo as monte_carlo
 from ._profile import ProfileInterval as ProfileInterval
 from ._profile import profile_ci as profile_ci

@@ -243,7 +243,7 @@ def place(data, weights, groups, devices, n, chunk_size, traced):
         base = jnp.ones(n, jax.tree.leaves(data)[0].dtype) if weights is None else weights
         weights = jnp.concatenate([base, jnp.zeros(pad, base.dtype)])
         if groups is not None:
-            groups = jnp.concatenate([groups, jnp.zeros(pad, groups.dtype)])
+            groups = jnp.concatenate([groups, jnp.zeros((pad, *groups.shape[1:]), groups.dtype)])
     rows = NamedSharding(mesh, PartitionSpec(axis))
     data, weights, groups = jax.device_put((data, weights, groups), rows)
     return data, weights, groups, layout

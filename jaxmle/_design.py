@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -39,6 +40,7 @@ class Design:
     n_missing: int
     n_zero_weight: int
     index: Any
+    time: Any = None
 
 
 def as_frame(data):
@@ -123,7 +125,7 @@ def used_columns(required, frame, context):
     return used, missing
 
 
-def build_design(formula, frame, offset, weights, groups, context) -> Design:
+def build_design(formula, frame, offset, weights, groups, context, time=None) -> Design:
     import formulaic
 
     if not isinstance(formula, str) or "~" not in formula:
@@ -139,15 +141,20 @@ def build_design(formula, frame, offset, weights, groups, context) -> Design:
     n_total = len(frame)
     off, _ = column_or_array(offset, frame, "offset")
     w, _ = column_or_array(weights, frame, "weights")
-    grp, _ = column_or_array(groups, frame, "groups")
+    if isinstance(groups, Mapping):  # multi-way: {name: column or array}
+        grp = {k: column_or_array(v, frame, f"groups[{k!r}]")[0] for k, v in groups.items()}
+    else:
+        grp, _ = column_or_array(groups, frame, "groups")
+    tm, _ = column_or_array(time, frame, "time")
     keep = np.ones(n_total, bool)
     if used:
         keep &= ~frame[used].isna().any(axis=1).to_numpy()
     for arr in (off, w):
         if arr is not None:
             keep &= ~np.isnan(np.asarray(arr, float))
-    if grp is not None:
-        keep &= ~np.asarray(frame.__class__({"g": grp})["g"].isna())
+    for labels in [*(grp.values() if isinstance(grp, dict) else [grp]), tm]:
+        if labels is not None:
+            keep &= ~np.asarray(frame.__class__({"g": labels})["g"].isna())
     n_missing = int(n_total - keep.sum())
     n_zero = 0
     if w is not None:
@@ -197,10 +204,18 @@ def build_design(formula, frame, offset, weights, groups, context) -> Design:
         raise ValueError(f"offset is {off_fit[i]} at row {sub.index[i]!r}; it must be finite")
     return Design(
         y=y, X=X, names=names, w=w_fit, offset=off_fit,
-        groups=None if grp is None else np.asarray(grp)[keep], weights_given=w is not None,
+        groups=_rows_of(grp, keep), weights_given=w is not None, time=_rows_of(tm, keep),
         intercept="Intercept" in names, model_spec=rhs.model_spec, response_name=response_name,
         n_missing=n_missing, n_zero_weight=n_zero, index=sub.index,
     )  # fmt: skip
+
+
+def _rows_of(values, keep):
+    if values is None:
+        return None
+    if isinstance(values, dict):
+        return {k: np.asarray(v)[keep] for k, v in values.items()}
+    return np.asarray(values)[keep]
 
 
 @jax.jit

@@ -29,17 +29,18 @@ from ._accumulate import (
     platform_of,
 )
 from ._bounds import Transforms, flat_inverse
-from ._covariance import KINDS, NEEDS, Pieces, check_kind, covariance, psd_inverse
+from ._covariance import KINDS, NEEDS, Pieces, check_kind, covariance, needs_rows, psd_inverse
+from ._dependence import prepare_clusters, prepare_time
 from ._inputs import (
     check_logpdf,
     prepare_data,
-    prepare_groups,
     prepare_init,
     prepare_weights,
     raise_bad_start,
     raise_nonfinite_data,
 )
 from ._objective import Batch, Objective
+from ._perobs import observation_rows, select_of
 from ._results import FitResult, embed_block, parameter_names, replace, with_handles
 from ._scope import float64_scope, traced
 from ._solvers import METHODS, Method, check_method, equilibrated_eigh, maximize
@@ -74,8 +75,10 @@ def fit(
     *,
     method: str = "newton",
     cov: str = "hessian",
+    cov_options: dict | None = None,
     groups=None,
     n_groups: int | None = None,
+    time=None,
     weights=None,
     weight_kind: str = "frequency",
     fixed: dict | None = None,
@@ -100,10 +103,17 @@ def fit(
       data: any pytree of arrays sharing the leading axis N (numpy, jax or pandas columns).
       method: "newton" (safeguarded Newton-Raphson, default), "fisher" (scoring with the expected
         information; needs `expected`), "bhhh", or "bfgs".
-      cov: "hessian" | "expected" | "opg" | "sandwich" | "cluster" (see `_covariance`); every kind
-        can be recomputed later from the result, `res.with_cov(kind)`.
+      cov: "hessian" | "expected" | "opg" | "sandwich" (= "HC0") | "HC1" | "cluster" | "HAC" (see
+        `_covariance`); every kind can be recomputed later from the result,
+        `res.with_cov(kind, **options)`.
+      cov_options: the kind's options, e.g. `{"lags": 4}` for "HAC", `{"multi0": True}` for
+        "cluster" (`res.with_cov("HAC", lags=4)` after the fit takes the same).
       groups: (N,) cluster ids, any integer or string labels; factorised to 0..G-1 on the host.
-        Under `jit`/`vmap` pass integer codes 0..G-1 and the static `n_groups=G`.
+        Under `jit`/`vmap` pass integer codes 0..G-1 and the static `n_groups=G`. A mapping
+        `{"firm": f, "year": t}` of (N,) labels clusters multi-way (host only): cov="cluster" is
+        then Cameron-Gelbach-Miller's.
+      time: (N,) times of the rows (numbers or datetimes, one row per period) for cov="HAC": the
+        HAC sums run over the rows sorted by time; `np.arange(N)` when they are in order already.
       weights: (N,) non-negative observation weights w_i. `weight_kind="frequency"` (Stata fweights:
         meat = sum w u u', N = sum w) or "sampling" (pweights: meat = sum w^2 u u', N = rows).
       fixed: {top-level key of init: value}; those parameters are held at the value (a restricted fit,
@@ -149,8 +159,11 @@ def fit(
     if expected is None and (entry.curvature == "expected" or cov == "expected"):
         # a families Model (or a logpdf made with families.expected) carries its information
         expected = getattr(logpdf, "expected", None)
-    has = {"groups": groups is not None, "expected": expected is not None}
-    check_kind(KINDS, cov, has=has)
+    has = {"groups": groups is not None, "expected": expected is not None, "rows": True,
+           "time": time is not None and not (weights is not None and weight_kind == "frequency"),
+           "hat": expected is not None}  # fmt: skip
+    cov_options = dict(cov_options or {})
+    check_kind(KINDS, cov, has=has, options=cov_options)
     for need in entry.needs:
         if not has[need]:
             raise ValueError(f"method={method!r} needs {NEEDS[need]}")
@@ -188,7 +201,7 @@ def fit(
         return _fit(
             logpdf, init, data, groups, n_groups, weights, weight_kind, fixed, expected, entry,
             cov, max_iter, tol, chunk_size, subsample_start, devices, stream, dtype, solve_dtype,
-            names, throw, is_traced,
+            names, throw, is_traced, time=time, cov_options=tuple(sorted(cov_options.items())),
         )  # fmt: skip
 
 
@@ -202,7 +215,7 @@ def default_tol(dtype) -> float:
 def _fit(
     logpdf, init, data, groups, n_groups, weights, weight_kind, fixed, expected, method, cov,
     max_iter, tol, chunk_size, subsample_start, devices, stream, dtype, solve_dtype, labels, throw,
-    is_traced,
+    is_traced, *, time=None, cov_options=(),
 ):  # fmt: skip
     init, free, labels = prepare_init(init, fixed, solve_dtype, labels)
     names = parameter_names(init, labels)
@@ -216,7 +229,8 @@ def _fit(
         )
     data, n = prepare_data(data, dtype, is_traced, on_host=stream)
     weights = prepare_weights(weights, n, solve_dtype, is_traced)
-    groups, n_groups = prepare_groups(groups, n_groups, n, is_traced)
+    groups, n_groups, clusters = prepare_clusters(groups, n_groups, n, is_traced)
+    order = prepare_time(time, n, is_traced)
     check_logpdf(logpdf, init, data)
     if not (chunk_size is None or (isinstance(chunk_size, int) and chunk_size > 0)):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
@@ -240,6 +254,7 @@ def _fit(
         n_groups=n_groups, weight_kind=weight_kind, expected=expected, method=method.name,
         cov=cov, max_iter=max_iter, tol=tol, subsample_start=subsample_start, layout=layout, n_rows=n,
         dtype=solve_dtype, compute_dtype=None if dtype == solve_dtype else dtype,
+        clusters=clusters, order=order, cov_options=cov_options,
     )  # fmt: skip
     res = _run(problem, theta0, free)
     if not is_traced:  # a host fit carries how it was made, for profiles and refits
@@ -284,6 +299,9 @@ class Problem:
     dtype: Any
     compute_dtype: Any
     transforms: Transforms | None = None
+    clusters: tuple[tuple[str, int], ...] = ()  # multi-way: (name, G) of each stacked clustering
+    order: jax.Array | None = None  # the rows sorted by `time=` (HAC)
+    cov_options: tuple = ()
 
     def replace(self, **changes) -> Problem:
         return dataclasses.replace(self, **changes)
@@ -302,10 +320,11 @@ def _run(problem: Problem, theta0, free, warm: bool = False) -> FitResult:
     if c.layout.host is None and not method.quasi and c.max_iter > 0 and not warm:
         stride = subsample_stride(c.n_rows, sum(free), c.subsample_start)
     return _fit_compiled(
-        theta0, c.device_data, c.weights, c.groups, logpdf=c.logpdf, spec=c.spec, names=c.names,
-        free=free, method=method, cov=c.cov, max_iter=c.max_iter, tol=c.tol,
-        layout=c.layout, n_rows=c.n_rows, n_groups=c.n_groups, weight_kind=c.weight_kind,
-        compute_dtype=c.compute_dtype, expected=c.expected, stride=stride,
+        theta0, c.device_data, c.weights, c.groups, c.order, logpdf=c.logpdf, spec=c.spec,
+        names=c.names, free=free, method=method, cov=c.cov, max_iter=c.max_iter,
+        tol=c.tol, layout=c.layout, n_rows=c.n_rows, n_groups=c.n_groups,
+        weight_kind=c.weight_kind, compute_dtype=c.compute_dtype, expected=c.expected,
+        clusters=c.clusters, cov_options=c.cov_options, stride=stride,
     )  # fmt: skip
 
 
@@ -336,6 +355,8 @@ def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
     optimises: for a `fit_transformed` result, the unconstrained u (theta0 and the returned fit).
     A refit starts at theta0 itself (the fit's estimate or the caller's choice): no subsample start.
     """
+    if "cov" in options and "cov_options" not in options:
+        options["cov_options"] = ()  # the fit's kind options belong to its own kind
     problem = res.problem.replace(**options) if options else res.problem
     if theta0 is None and problem.transforms is not None:
         theta0 = flat_inverse(problem.transforms.flat_bounds(res.params), res.coef)
@@ -412,6 +433,8 @@ def _full_precision(program):
         "weight_kind",
         "expected",
         "stride",
+        "clusters",
+        "cov_options",
     ),
 )
 @_full_precision
@@ -420,6 +443,7 @@ def _fit_compiled(
     data,
     weights,
     groups,
+    order,
     *,
     logpdf,
     spec,
@@ -436,6 +460,8 @@ def _fit_compiled(
     expected,
     compute_dtype,
     stride,
+    clusters,
+    cov_options,
 ) -> FitResult:
     free_idx = np.flatnonzero(free)
     all_free = len(free_idx) == len(free)
@@ -500,11 +526,16 @@ def _fit_compiled(
         sc.score_groups[:, free_idx],
         expected_info[free_idx][:, free_idx],
         n_obs,
+        clusters=tuple(g for _, g in clusters),
     )
+    entry = KINDS[cov]
+    if needs_rows(entry):  # per-observation terms, only for a kind that needs them
+        select = select_of(names, free)
+        pieces = pieces._replace(rows=observation_rows(full, theta_hat, free_idx, order, select))
     # one eigen-decomposition of the information serves the status and every bread (XLA's eigh is
     # costly to compile); Newton's loop has it already for its final point
     info_eig = st.eig if reuse else equilibrated_eigh(info_free)
-    cov_free, cov_status = covariance(KINDS[cov], pieces, information_eig=info_eig)
+    cov_free, cov_status = covariance(entry, pieces, info_eig, **dict(cov_options))
     _, info_status = psd_inverse(info_free, info_eig)
     separated = (
         may_be_separated & jnp.isfinite(sc.loglik_probe) & (sc.loglik_probe > st.loglik - 1.0)
@@ -553,6 +584,8 @@ def _fit_compiled(
         free=free,
         method=method.name,
         cov_type=cov,
+        cov_options=cov_options,
+        clusters=clusters,
     )
 
 

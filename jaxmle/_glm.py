@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._covariance import KINDS, check_kind
+from ._covariance import GLM_KINDS, KINDS, check_kind
 from ._design import (
     Design,
     as_frame,
@@ -98,7 +98,11 @@ class GLMResult(FitResult):
                   phi_MLE (sigma^2, 1/shape) with dispersion="mle"
     df_resid      n - p                                   R `df.residual(m)`
     `cov_type` says which covariance `cov`/`se` hold; `covariance(kind)`/`with_cov(kind)` give the
-    unscaled kinds of `jaxmle.fit` (pure MLE).
+    unscaled kinds of `jaxmle.fit` (pure MLE), and R's robust kinds for glm objects: "HC0".."HC3"
+    (`sandwich::vcovHC(m, type)`) and "HAC" (`NeweyWest`, `kernHAC`), with the working-weights
+    bread (X'WX)^-1, the coefficients as k (no nuisance scale: R's convention), HC2/HC3 from the
+    hat values h_i = W_i x_i'(X'WX)^-1 x_i. The extra parameter's row is its sandwich variance
+    with the same bread (I is block-diagonal between coefficients and extra parameter).
     """
 
     deviance: jax.Array
@@ -111,8 +115,20 @@ class GLMResult(FitResult):
     n_zero_weight: jax.Array
     glm: GLMSpec = static()
 
+    cov_kinds: ClassVar = GLM_KINDS
     _handles: ClassVar[tuple[str, ...]] = ("_problem", "_design")
     _design: ClassVar[Any] = None
+
+    def pieces(self, full: bool = False):
+        """The stored sums, with R's k of small-sample factors: the coefficients."""
+        return super().pieces(full)._replace(n_coef=len(self.glm.coef_names))
+
+    def _hat_block(self) -> tuple[int, ...]:
+        return tuple(range(len(self.glm.coef_names)))
+
+    def _bandwidth_select(self) -> tuple[float, ...]:
+        """R's bwNeweyWest/bwAndrews columns: the coefficients but the intercept."""
+        return tuple(float(n in self.glm.coef_names and n != "Intercept") for n in self.names)
 
     @property
     def family(self) -> GLMFamily:
@@ -177,8 +193,9 @@ class GLMResult(FitResult):
             ("Formula", info.formula),
             ("Family", f"{fam.name}, link {fam.link.name}"),
             ("Observations", n_text),
+            *([("Clusters", self.cluster_text())] if self.cluster_text() else []),
             ("Method", f"{self.method}, {int(self.n_iter)} iterations"),
-            ("Covariance", self.cov_type),
+            ("Covariance", self.cov_label() if self.cov_options else self.cov_type),
             ("Dispersion", f"{float(self.dispersion):.6g}"),
             ("Deviance", f"{float(self.deviance):.6f} on {int(self.df_resid)} df"),
             ("Null deviance", f"{float(self.null_deviance):.6f} on {int(self.df_null)} df"),
@@ -187,6 +204,7 @@ class GLMResult(FitResult):
             ("AIC", f"{float(self.aic):.4f}"),
             ("BIC", f"{float(self.bic):.4f}"),
             ("Status", f"{self.message} (scaled gradient {float(self.scaled_gradient):.2e})"),
+            *(("Note", note) for note in self.notes()),
         ]
         p = len(info.coef_names)
         sections = {p: f"{fam.name} {fam.extra}, maximum likelihood:"} if fam.extra else None
@@ -209,7 +227,9 @@ def glm(
     dispersion: str | None = None,
     method: str = "fisher",
     cov: str = "expected",
+    cov_options: dict | None = None,
     groups=None,
+    time=None,
     start=None,
     max_iter: int = 100,
     tol: float = 1e-16,
@@ -240,8 +260,11 @@ def glm(
         (b, extra) estimated jointly. "pearson": phi = Pearson chi2 / (n - p) for every family
         (R's quasibinomial / quasipoisson standard errors).
       method: "fisher" (Fisher scoring = IRLS, default), "newton", "bhhh" or "bfgs".
-      cov: "expected" (default; the only kind dispersion scales), or any `jaxmle.fit` kind
-        ("hessian", "sandwich", "cluster" with `groups`: column name or array).
+      cov: "expected" (default; the only kind dispersion scales), any `jaxmle.fit` kind
+        ("hessian", "sandwich", "cluster" with `groups`: column name or array, or a dict of them
+        for multi-way clustering), or R's "HC0".."HC3" and "HAC" for glm objects (see
+        `GLMResult`); `cov_options` the kind's options (e.g. `{"lags": 4}`).
+      time: column name or (N,) array of the rows' times, for cov="HAC".
       tol: convergence when the scaled gradient U'I^-1 U < tol. Fisher scoring converges only
         linearly for non-canonical links; 1e-16 puts the estimates within ~1e-8 standard errors of
         the maximum (canonical links need one step more than at 1e-12).
@@ -258,12 +281,18 @@ def glm(
     if dispersion not in DISPERSIONS:
         raise ValueError(f"unknown dispersion {dispersion!r}; choose one of {DISPERSIONS}")
     check_method(method)
-    check_kind(KINDS, cov, has={"groups": groups is not None, "expected": True})
+    cov_options = dict(cov_options or {})
+    frequency = weights is not None and fam.weight_role == "frequency"
+    has = {"groups": groups is not None, "expected": True, "rows": True, "hat": True,
+           "time": time is not None and not frequency}  # fmt: skip
+    entry = check_kind(GLM_KINDS, cov, has=has, options=cov_options)
+    # a kind of jaxmle.fit is computed in the fit; a GLM kind (R's bread) from the GLM result
+    fit_cov, fit_options = (cov, cov_options) if entry is KINDS.get(cov) else ("expected", {})
     if isinstance(fam, NegativeBinomialFamily):
         fam = dataclasses.replace(fam, observed_theta=dispersion is None)
     frame = as_frame(data)
     context = caller_context(sys._getframe(1))
-    d = build_design(formula, frame, offset, weights, groups, context)
+    d = build_design(formula, frame, offset, weights, groups, context, time)
     fam.check_response(d.y, d.w, d.response_name)
     with jax.enable_x64(True):
         d.X = jnp.asarray(d.X)  # on the device once: the Gram matrix, the start values and the fit
@@ -276,8 +305,10 @@ def glm(
         init,
         {"X": d.X, "y": d.y, "w": d.w, "offset": d.offset},
         method=method,
-        cov=cov,
+        cov=fit_cov,
+        cov_options=fit_options,
         groups=d.groups,
+        time=d.time,
         weights=d.w if frequency else None,
         expected=model.expected,
         max_iter=max_iter,
@@ -295,7 +326,7 @@ def glm(
         )
         df_resid = float(n - p)
         pearson_phi = stats["pearson_chi2"] / df_resid if df_resid > 0 else jnp.nan
-        cov_matrix, cov_type, phi = _glm_cov(res, fam, dispersion, cov, p, pearson_phi, extra)
+        cov_matrix, cov_type, phi = _glm_cov(res, fam, dispersion, fit_cov, p, pearson_phi, extra)
         # the fit runs on {"coef": (p,), extra: ()} (one leaf compiles faster than p scalars); the
         # result is keyed by formula names, in formula order (an OrderedDict keeps it under JAX)
         names = d.names + ((fam.extra,) if fam.extra else ())
@@ -321,7 +352,8 @@ def glm(
         n_obs=jnp.asarray(float(n)),
     )  # fmt: skip
     design = GLMDesign(model_spec=d.model_spec, offset=offset, index=d.index)
-    return with_handles(out, _problem=res.problem, _design=design)
+    out = with_handles(out, _problem=res.problem, _design=design)
+    return out if fit_cov == cov else out.with_cov(cov, **cov_options)
 
 
 def _glm_cov(res, fam, dispersion, cov, p, pearson_phi, extra):

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._covariance import covariance, psd_inverse
+from ._covariance import covariance, needs_rows, psd_inverse
 from ._fit import fit
 from ._results import FitResult
 from ._scope import host64, over_batch, traced
@@ -177,7 +177,11 @@ def score_test(
 
 
 def _check_score_kind(res: FitResult, kind: str) -> None:
-    res.check_cov(kind)
+    if needs_rows(res.check_cov(kind)):
+        raise ValueError(
+            f"score tests are computed from the stored sums; cov={kind!r} needs a pass over the "
+            "observations: use 'sandwich', 'HC1' or 'cluster' (or a Wald test with that kind)"
+        )
 
 
 def _lm(res: FitResult, kind: str, q: int, restricted: FitResult) -> TestResult:

@@ -45,7 +45,8 @@ class ScoreTerms(NamedTuple):
 
     opg   = sum_i w_i u_i u_i'              (BHHH matrix; frequency weights)
     meat  = sum_i c_i u_i u_i'              c_i = w_i (frequency) or w_i^2 (sampling weights)
-    score_groups = sum_{i in g} w_i u_i     one row per cluster (G x k; 0 x k without groups)
+    score_groups = sum_{i in g} w_i u_i     one row per cluster (G x k; 0 x k without groups;
+                                            multi-way: every clustering's rows, stacked)
     loglik_probe = lnL at a second point, in the same pass (the separation probe of `_fit`)
     """
 
@@ -167,8 +168,10 @@ class Objective(NamedTuple):
                 meat = opg
             if b.groups is None:
                 sg = jnp.zeros((0, s.shape[1]), s.dtype)
-            else:
-                sg = jax.ops.segment_sum(ws, b.groups, num_segments=self.n_groups)
+            else:  # (c, S) codes of S stacked clusterings (multi-way): each row in each
+                codes = b.groups.reshape(b.groups.shape[0], -1)
+                rows = jnp.repeat(ws, codes.shape[1], axis=0)
+                sg = jax.ops.segment_sum(rows, codes.reshape(-1), num_segments=self.n_groups)
             return jnp.sum(w * ll), jnp.sum(ws, axis=0), opg, meat, sg, ll_probe
 
         ll, u, kk = _zero_terms(theta_free)

@@ -25,7 +25,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.special import ndtr
 
-from ._covariance import KINDS, CovKind, Pieces, check_kind, covariance
+from ._covariance import KINDS, CovKind, Pieces, check_kind, covariance, needs_rows
+from ._diagnostics import Diagnostics, covariance_notes, diagnose
+from ._perobs import result_rows
 from ._scope import host64, traced
 from ._status import MESSAGES, Status
 from ._tables import coefficient_table, head_lines, normal_quantile, table_lines
@@ -127,8 +129,11 @@ class FitResult:
 
     `information` is -H at theta_hat, `expected_information` the model's I(theta_hat) (NaN unless
     fitted with `expected=`), `opg` is sum_i w_i u_i u_i', `meat` the sandwich meat and
-    `score_groups` the per-cluster score sums (G x k; 0 x k without groups): enough to compute every
-    covariance kind later with `res.covariance(kind)` / `res.with_cov(kind)`, without the data.
+    `score_groups` the per-cluster score sums (G x k; 0 x k without groups; multi-way: the sums of
+    every clustering stacked, as `clusters` = ((name, G), ...) says): enough to compute every
+    covariance kind later with `res.covariance(kind)` / `res.with_cov(kind)`, without the data;
+    kinds that need per-observation terms (HAC, HC2/HC3) get them from the data through
+    `res.problem`. `cov_options` are the options of `cov_type` (`with_cov("HAC", lags=4)`).
     Fixed parameters (`fit(..., fixed=...)`) have zero rows and columns in `cov`, and `score` and
     `information` cover the full vector, for score tests.
     """
@@ -153,6 +158,8 @@ class FitResult:
     free: tuple[bool, ...] = static()
     method: str = static()
     cov_type: str = static()
+    cov_options: tuple = static(default=())
+    clusters: tuple[tuple[str, int], ...] = static(default=())
 
     cov_kinds: ClassVar[Mapping[str, CovKind]] = KINDS
     _handles: ClassVar[tuple[str, ...]] = ("_problem",)
@@ -219,9 +226,10 @@ class FitResult:
         return lower, upper
 
     # ---- covariance kinds (from the stored pieces: no refit, no data)
-    def pieces(self) -> Pieces:
-        """The stored sums over the free parameters that every covariance kind is made from."""
-        mask = np.asarray(self.free)
+    def pieces(self, full: bool = False) -> Pieces:
+        """The stored sums over the free parameters (every parameter with `full=True`: the score
+        test needs the held rows too) that every covariance kind is made from."""
+        mask = np.ones(len(self.free), bool) if full else np.asarray(self.free)
         return Pieces(
             _block(self.information, mask),
             _block(self.opg, mask),
@@ -229,15 +237,38 @@ class FitResult:
             self.score_groups[..., mask],
             _block(self.expected_information, mask),
             self.n_obs,
+            clusters=tuple(g for _, g in self.clusters),
         )
 
     def available(self) -> dict[str, bool]:
         """Which needs of covariance kinds this fit meets (see `_covariance.NEEDS`)."""
         info = self.expected_information
+        expected = traced(info) or bool(np.isfinite(np.asarray(info)).all())
+        problem = self._problem
+        rows = problem is not None and not self.batch_shape
+        frequency = rows and problem.weights is not None and problem.weight_kind == "frequency"
         return {
             "groups": self.score_groups.shape[-2] > 0,
-            "expected": traced(info) or bool(np.isfinite(np.asarray(info)).all()),
+            "expected": expected,
+            "rows": rows,
+            "time": rows and problem.order is not None and not frequency,
+            "hat": rows and expected and problem.expected is not None,
         }
+
+    # what a pass over the data computes for kinds that need rows (a subclass may say otherwise)
+    def _hat_block(self) -> tuple[int, ...]:
+        """Parameters whose leverages HC2/HC3 use (indices of the flat vector)."""
+        return tuple(int(i) for i in np.flatnonzero(self.free))
+
+    def _bandwidth_select(self) -> tuple[float, ...] | None:
+        """Weights of the free parameters in automatic HAC bandwidths (None: R's, 0 for an
+        intercept)."""
+        return None
+
+    def observation_rows(self, entry: CovKind):
+        """`Rows` for a kind that needs them, from a pass over the data (`res.problem`)."""
+        hat = self._hat_block() if "hat" in entry.needs else None
+        return result_rows(self, hat_block=hat, select=self._bandwidth_select())
 
     def check_cov(self, kind: str, **options) -> CovKind:
         """The registry entry of `kind`, or a plain error if this fit cannot give it."""
@@ -247,15 +278,26 @@ class FitResult:
     def covariance(self, kind: str, **options) -> jax.Array:
         """The covariance of another kind (k x k, zero rows for fixed parameters)."""
         entry = self.check_cov(kind, **options)
-        return _stored_covariance(entry, self.free, self.pieces(), tuple(sorted(options.items())))
+        pieces = self.pieces()
+        if needs_rows(entry):
+            pieces = pieces._replace(rows=self.observation_rows(entry))
+        return _stored_covariance(entry, self.free, pieces, tuple(sorted(options.items())))
 
     @host64
     def with_cov(self, kind: str, **options) -> FitResult:
-        """The same fit with `cov`, `se` and `cov_type` of another kind."""
+        """The same fit with `cov`, `se`, `cov_type` and `cov_options` of another kind, e.g.
+        `res.with_cov("HAC", lags=4)`, `res.with_cov("cluster", multi0=True)`."""
         cov = self.covariance(kind, **options)
         _, unravel = ravel_pytree(self.params)
         se = unravel(jnp.sqrt(jnp.diagonal(cov, axis1=-2, axis2=-1)))
-        return replace(self, cov=cov, se=se, cov_type=kind)
+        options = tuple(sorted(options.items()))
+        return replace(self, cov=cov, se=se, cov_type=kind, cov_options=options)
+
+    def diagnostics(self) -> Diagnostics:
+        """What the fit looks like, in words: convergence, the condition number of the
+        information, the most influential rows (largest score contributions) and White's
+        information-matrix test (`jm.im_test`). Needs the data (`res.problem`)."""
+        return diagnose(self)
 
     # ---- host-side presentation
     @property
@@ -285,7 +327,8 @@ class FitResult:
         """Columns of the coefficient table as numpy arrays (host)."""
         self._require_single("table")
         est = np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(self.params)])
-        se = np.sqrt(np.diagonal(np.asarray(self.cov)))
+        var = np.diagonal(np.asarray(self.cov))
+        se = np.sqrt(np.where(var >= 0, var, np.nan))  # a negative variance (see notes()): NaN
         return coefficient_table(est, np.where(np.asarray(self.free), se, np.nan), level)
 
     def to_frame(self, level: float = 0.95):
@@ -296,11 +339,24 @@ class FitResult:
 
     def cov_label(self) -> str:
         entry = self.cov_kinds.get(self.cov_type)
-        return f"{self.cov_type}: {entry.label}" if entry else self.cov_type
+        label = f"{self.cov_type}: {entry.label}" if entry else self.cov_type
+        options = ", ".join(f"{k}={v!r}" for k, v in self.cov_options)
+        return f"{label} ({options})" if options else label
+
+    def notes(self) -> list[str]:
+        """What the summary should say about this fit's covariance (host; see `_notes`)."""
+        return covariance_notes(self)
+
+    def cluster_text(self) -> str:
+        """'G', or 'firm 500, year 10, firm:year 5000' (multi-way); '' without groups."""
+        if self.clusters:
+            return ", ".join(f"{name} {g}" for name, g in self.clusters)
+        n_groups = self.score_groups.shape[-2]
+        return f"{n_groups}" if n_groups else ""
 
     def head(self) -> list[tuple[str, str]]:
         """The `key value` lines above the table (subclasses add theirs)."""
-        n_groups = self.score_groups.shape[-2]
+        n_groups = self.cluster_text()
         head = [
             ("Method", f"{self.method}, {int(self.n_iter)} iterations"),
             ("Covariance", self.cov_label()),
@@ -318,6 +374,7 @@ class FitResult:
         if int(self.n_damped):
             note = f"H was not negative definite at {int(self.n_damped)} iterations (damped steps)"
             head.append(("Note", note))
+        head += [("Note", note) for note in self.notes()]
         return head
 
     def summary(self, level: float = 0.95) -> str:

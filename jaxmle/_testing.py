@@ -11,7 +11,7 @@ an exception, inside jit.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
 import jax
@@ -19,8 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaincc
 
-from ._results import FitResult
 from ._status import MESSAGES, Status
+
+if TYPE_CHECKING:  # annotations only: `_results` (FitResult.diagnostics) builds on this module
+    from ._results import FitResult
 
 PyTree = Any
 
