@@ -1,6 +1,8 @@
 """jaxmle: maximum-likelihood estimation on JAX. Write one observation's log-density; get the rest."""
 
 from . import families as families
+from ._bootresult import BootstrapResult as BootstrapResult
+from ._bootstrap import bootstrap as bootstrap
 from ._bounds import Bounds as Bounds
 from ._bounds import interval as interval
 from ._bounds import positive as positive
