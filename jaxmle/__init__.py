@@ -18,6 +18,8 @@ from ._lrscore import ModelComparison as ModelComparison
 from ._lrscore import compare as compare
 from ._lrscore import lr_test as lr_test
 from ._lrscore import score_test as score_test
+from ._margins import MarginsResult as MarginsResult
+from ._margins import margins as margins
 from ._mcresult import MonteCarloResult as MonteCarloResult
 from ._montecarlo import monte_carlo as monte_carlo
 from ._profile import ProfileInterval as ProfileInterval
