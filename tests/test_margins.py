@@ -144,6 +144,7 @@ def test_predictions_at_a_grid_equal_the_delta_method(spector):
     assert m.names[1] == "prediction @ PSI=0, GPA=3.5"
     lo, hi = m.conf_int()
     assert np.all(lo["prediction"] < m.estimate["prediction"])
+    assert np.all(hi["prediction"] > m.estimate["prediction"])
     slopes = jm.margins(res, at={"PSI": [0, 1]}, variables=["GPA"])
     assert slopes.estimate["GPA"].shape == (2,)
 
@@ -193,7 +194,7 @@ def test_bad_input(spector, plain):
         jm.margins(res, at={"nope": 1})
     with pytest.raises(ValueError, match="weights"):
         jm.margins(res, weights=np.ones(3))
-    with pytest.raises(TypeError, match="only a jm.glm"):
+    with pytest.raises(TypeError, match=r"only a jm\.glm"):
         jm.margins(plain)
     with pytest.raises(ValueError, match="depends on none"):
         jm.margins(plain, lambda t, o: jax.nn.sigmoid(t["b0"]), df)

@@ -37,6 +37,15 @@ SOURCE = (
 )
 
 fixtures = {}
+LIBS = {"np": np, "pd": pd, "sm": sm, "smf": smf, "os": os, "DATA": DATA}
+
+
+def run(block: str) -> dict:
+    """Execute a command block verbatim; its variables."""
+    ns = dict(LIBS)
+    exec(block, ns)
+    return ns
+
 
 SPECTOR = """
 df = pd.read_csv(os.path.join(DATA, "spector.csv"))
@@ -45,7 +54,8 @@ res = sm.Logit(df["GRADE"], X).fit(disp=0, method="newton", tol=1e-14, maxiter=1
 overall = res.get_margeff(at="overall", dummy=True)
 means = res.get_margeff(at="mean", dummy=True)
 """
-exec(SPECTOR)
+v = run(SPECTOR)
+res, overall, means = v["res"], v["overall"], v["means"]
 fixtures["spector_logit"] = {
     "dataset": "data/spector.csv",
     "formula": "GRADE ~ GPA + TUCE + PSI",
@@ -65,7 +75,8 @@ res = sm.Poisson(df["mdvis"], X).fit(disp=0, method="newton", tol=1e-14, maxiter
 overall = res.get_margeff(at="overall", dummy=True)
 means = res.get_margeff(at="mean", dummy=True)
 """
-exec(RANDHIE)
+v = run(RANDHIE)
+res, overall, means, cols, df = v["res"], v["overall"], v["means"], v["cols"], v["df"]
 fixtures["randhie_poisson"] = {
     "dataset": "data/randhie.csv",
     "formula": "mdvis ~ " + " + ".join(cols),
@@ -100,7 +111,8 @@ eta = X @ b
 J_age = np.mean(f(eta)[:, None] * np.eye(len(b))[a] + b[a] * df1(eta)[:, None] * X, axis=0)
 age = (np.mean(f(eta) * b[a]), float(np.sqrt(J_age @ V @ J_age)))
 """
-exec(RACE)
+v = run(RACE)
+levels, contrasts, age = v["levels"], v["contrasts"], v["age"]
 fixtures["birthwt_race_logit"] = {
     "dataset": "data/birthwt_race.csv",
     "formula": "low ~ age + lwt + C(race) + smoke",
