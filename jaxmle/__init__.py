@@ -22,6 +22,8 @@ from ._margins import MarginsResult as MarginsResult
 from ._margins import margins as margins
 from ._mcresult import MonteCarloResult as MonteCarloResult
 from ._montecarlo import monte_carlo as monte_carlo
+from ._multistart import MultiStartResult as MultiStartResult
+from ._multistart import fit_multistart as fit_multistart
 from ._profile import ProfileInterval as ProfileInterval
 from ._profile import profile_ci as profile_ci
 from ._profile import profile_loglik as profile_loglik
