@@ -121,7 +121,11 @@ def bootstrap(
     with jax.enable_x64(problem.dtype == jnp.float64):
         units, n_units = _units(res, problem, kind, groups)
         t0 = np.asarray(res.coef)
-        L = _influence(res, problem, units, n_units, influence, batch_size)
+        rows = _row_influence(res, problem)
+        if influence == "jackknife":
+            L = _jackknife(res, problem, units, n_units, rows, batch_size)
+        else:
+            L = rows if units is None else _per_unit(rows, units, n_units)
         if kind == "score":
             reps = _multiplier(key, n_boot, jnp.asarray(L), jnp.asarray(t0), wild, batch_size,
                                progress)  # fmt: skip
@@ -137,7 +141,7 @@ def bootstrap(
                 )
             else:
                 args, prepare = _check_indices(indices, n_units, kind), _given
-            out = _refit_all(res, problem, args, units, n_units, prepare, batch_size, progress,
+            out = _refit_all(res, problem, args, units, n_units, rows, prepare, batch_size, progress,
                              max_failed, kind)  # fmt: skip
     return BootstrapResult(
         estimate=t0,
@@ -261,24 +265,28 @@ def _detail(kind, n_units, clustered, wild, influence):
 # ------------------------------------------------------------------------ influence values
 
 
-def _influence(res, problem, units, n_units, influence, batch_size) -> np.ndarray:
-    """(m, k) influence values per resampling unit (rows, or clusters), zero for held parameters."""
-    if influence == "jackknife":
-        return _jackknife(res, problem, units, n_units, batch_size)
+def _row_influence(res, problem) -> np.ndarray:
+    """(N, k) infinitesimal-jackknife values L_i = A^-1 w_i u_i at theta_hat, zero for held
+    parameters (the natural scale of a transformed fit)."""
     key = ProblemKey(problem)
     free = np.asarray(res.free)
     w = problem.weights
     scores = _row_scores(jnp.asarray(_start(res, problem)), problem.data, key=key)
     if problem.transforms is not None:  # scores in x: d l / d x = (d l / d u) (du/dx)
-        d1, _ = _derivatives(problem.transforms.flat_bounds(res.params), res.coef)
-        scores = scores * d1
+        scores = scores * _du_dx(problem, res)
     scores = scores if w is None else scores * w[:, None]
     A = np.asarray(res.information)[np.ix_(free, free)]
     L = np.zeros((problem.n_rows, len(free)))
     L[:, free] = np.linalg.solve(A, np.asarray(scores)[:, free].T).T
-    if units is None:
-        return L
-    return np.asarray(jax.ops.segment_sum(jnp.asarray(L), units, num_segments=n_units))
+    return L
+
+
+def _per_unit(rows, units, n_units) -> np.ndarray:
+    return np.asarray(jax.ops.segment_sum(jnp.asarray(rows), units, num_segments=n_units))
+
+
+def _du_dx(problem, res):
+    return _derivatives(problem.transforms.flat_bounds(res.params), res.coef)[0]
 
 
 @partial(jax.jit, static_argnames=("key",))
@@ -292,11 +300,11 @@ def _row_scores(theta, data, *, key: ProblemKey):
     return jax.lax.map(one, data, batch_size=chunk).astype(theta.dtype)
 
 
-def _jackknife(res, problem, units, n_units, batch_size) -> np.ndarray:
+def _jackknife(res, problem, units, n_units, rows, batch_size) -> np.ndarray:
     """L_j = (m - 1)(theta_hat - theta_hat_(-j)), R `empinf(type = "jack")` (`usual.jack`)."""
     drops = jnp.arange(n_units, dtype=jnp.int32)  # all units once, unit j left out
     prepare = partial(_leave_out, n_units=n_units)
-    out = _refit_all(res, problem, drops, units, n_units, prepare, batch_size, False, 1.0,
+    out = _refit_all(res, problem, drops, units, n_units, rows, prepare, batch_size, False, 1.0,
                      "jackknife")  # fmt: skip
     bad = out["status"] != Status.SUCCESSFUL
     if bad.any():
@@ -340,17 +348,25 @@ def _leave_out(drops, *, n_units):
 
 @dataclasses.dataclass(frozen=True)
 class _Counts:
-    """Refit inputs of one resample: frequency weights c_i w_i, c_i the count of row i's unit."""
+    """Refit inputs of one resample: frequency weights c_i w_i, c_i the count of row i's unit, and
+    the start theta_hat + sum_i c_i L_i: one Newton step of the resample's lnL from theta_hat with
+    the full sample's information (sum_i w_i u_i = 0 there), the score bootstrap's replication. It
+    saves the refit about one iteration; where lnL is not finite there, the start is theta_hat."""
 
     n_units: int
+    logpdf: Callable
+    unravel: Callable
 
     def __call__(self, arg, shared):
         idx, drop = arg
-        theta0, data, weights, units = shared
-        counts = jnp.zeros(self.n_units, theta0.dtype).at[idx].add(1.0)
+        theta_hat, L, data, weights, units = shared
+        counts = jnp.zeros(self.n_units, theta_hat.dtype).at[idx].add(1.0)
         counts = jnp.where(jnp.arange(self.n_units) == drop, 0.0, counts)
         c = counts[units]
-        return theta0, data, c if weights is None else c * weights, None
+        w = c if weights is None else c * weights
+        step = theta_hat + c @ L
+        ll = jnp.sum(w * jax.vmap(self.logpdf, in_axes=(None, 0))(self.unravel(step), data))
+        return jnp.where(jnp.isfinite(ll), step, theta_hat), data, w, None
 
 
 def _check_indices(indices, n_units, kind):
@@ -366,12 +382,13 @@ def _check_indices(indices, n_units, kind):
     return jnp.asarray(idx, jnp.int32)
 
 
-def _refit_all(res, problem, args, units, n_units, prepare, batch_size, progress, max_failed,
-               kind):  # fmt: skip
-    rows = jnp.arange(problem.n_rows, dtype=jnp.int32) if units is None else units
-    shared = (_start(res, problem), problem.data, problem.weights, rows)
-    return _run(res, problem, args, shared, _Counts(n_units), prepare, batch_size, progress,
-                max_failed, kind)  # fmt: skip
+def _refit_all(res, problem, args, units, n_units, rows, prepare, batch_size, progress,
+               max_failed, kind):  # fmt: skip
+    units = jnp.arange(problem.n_rows, dtype=jnp.int32) if units is None else units
+    L = rows if problem.transforms is None else rows * np.asarray(_du_dx(problem, res))
+    shared = (_start(res, problem), jnp.asarray(L), problem.data, problem.weights, units)
+    draw = _Counts(n_units, problem.logpdf, problem.spec.unravel)
+    return _run(res, problem, args, shared, draw, prepare, batch_size, progress, max_failed, kind)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -121,7 +121,7 @@ def fit_multistart(
         size = batch_size_for(n, 8 * problem.n_rows * (len(first.free) + 2), batch_size)
         out = run_batches(
             thetas, (problem.data, problem.weights, problem.groups), key=ProblemKey(problem),
-            free=first.free, draw=_from_start, keep=whole, batch_size=size, progress=progress,
+            free=first.free, draw=_from_start, program=whole, batch_size=size, progress=progress,
             desc="starts",
         )  # fmt: skip
         status, loglik = np.asarray(out.status), np.asarray(out.loglik, float)

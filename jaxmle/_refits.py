@@ -4,11 +4,12 @@ A host-side fit carries `res.problem` (`_fit.Problem`): the model, the data wher
 and the options. A batch of refits varies some of (start values, data, weights, cluster codes) per
 replication and keeps the rest; `run_batches` runs them as
 
-    jit(vmap(arg_r -> draw(arg_r, shared) -> the fit program -> keep(result)))
+    jit(vmap(arg_r -> draw(arg_r, shared) -> program))
 
 in batches, the static part of the problem (`ProblemKey`: everything but its arrays) and the
-hashable `draw` and `keep` keying ONE compiled program, so a second bootstrap of the same model (or of
-another data set of the same shapes) does not recompile. Per-replication inputs are small (a key, an
+hashable `draw` and `program` (the whole fit, or its estimate alone) keying ONE compiled program,
+so a second bootstrap of the same model (or of another data set of the same shapes) does not
+recompile. Per-replication inputs are small (a key, an
 index row, a start vector); the shared data enter the program once, as arguments, never as constants.
 """
 
@@ -22,9 +23,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
-from ._fit import Problem, _run
+from ._covariance import psd_inverse
+from ._fit import Problem, _full_precision, _run, _separation_probe
+from ._objective import Batch, Objective
+from ._solvers import METHODS, equilibrated_eigh, maximize
 from ._status import MESSAGES, Status
 
 PyTree = Any
@@ -64,25 +67,77 @@ class ProblemKey:
         return isinstance(other, ProblemKey) and self.fields == other.fields
 
 
-def estimates(res) -> dict:
-    """What a bootstrap keeps of each refit: the flat estimate, lnL, iterations, status."""
-    return {
-        "coef": ravel_pytree(res.params)[0],
-        "loglik": res.loglik,
-        "n_iter": res.n_iter,
-        "status": res.status,
-    }
+def whole(problem: Problem, theta0, free):
+    """The fit program: a whole `FitResult` per refit (multi-start)."""
+    return _run(problem, theta0, free)
 
 
-def whole(res):
-    return res
+@_full_precision
+def estimate(problem: Problem, theta0, free) -> dict:
+    """The fit program's solver loop and status without its covariance pass: what a bootstrap
+    keeps of a refit (estimate, lnL, iterations, status), for ~3/4 of the work.
+
+    The status is decided as `_fit` decides it, from the same final state: a failed start, a
+    non-finite lnL, a failed line search, max_iter, separation (probed by one lnL pass, as the fit
+    probes it), and a curvature matrix at the end that is singular or not positive definite (the
+    observed information for Newton, the solver's own matrix for the others; BFGS gets -H).
+    """
+    c = problem
+    method = METHODS[c.method]
+    free_idx = np.flatnonzero(free)
+    all_free = len(free_idx) == len(free)
+
+    def embed(theta_free):
+        return theta_free if all_free else theta0.at[free_idx].set(theta_free)
+
+    unravel = c.spec.unravel
+    if c.compute_dtype is not None:
+
+        def unravel(flat):
+            return jax.tree.map(lambda x: x.astype(c.compute_dtype), c.spec.unravel(flat))
+
+    batch = Batch(c.device_data, c.weights, c.groups)
+    obj = Objective(c.logpdf, unravel, embed, batch, c.layout, c.n_groups, c.weight_kind,
+                    c.expected)  # fmt: skip
+    st = maximize(obj.terms(method.curvature), theta0[free_idx], method=method,
+                  max_iter=c.max_iter, tol=c.tol, initial_matrix=lambda t: obj.newton(t).matrix,
+                  compute_dtype=c.compute_dtype)  # fmt: skip
+    if method.quasi:
+        info = obj.newton(st.theta).matrix
+        st = st._replace(eig=equilibrated_eigh(info))
+    else:
+        info = st.matrix
+    probe, may_be_separated = _separation_probe(st, info)
+    loglik_probe = obj.loglik_grad(probe).loglik
+    _, info_status = psd_inverse(info, st.eig)
+    separated = may_be_separated & jnp.isfinite(loglik_probe) & (loglik_probe > st.loglik - 1.0)
+    status = jnp.select(
+        [
+            st.failed_start,
+            ~jnp.isfinite(st.loglik) | ~jnp.isfinite(st.decrement),
+            st.failed_search,
+            (st.decrement > c.tol) & ~st.at_floor,
+            separated,
+            info_status != Status.SUCCESSFUL,
+        ],
+        [
+            Status.NONFINITE_START,
+            Status.NONFINITE,
+            Status.LINE_SEARCH_FAILED,
+            Status.MAX_ITER,
+            Status.SEPARATION,
+            info_status,
+        ],
+        Status.SUCCESSFUL,
+    ).astype(jnp.int32)
+    return {"coef": embed(st.theta), "loglik": st.loglik, "n_iter": st.n_iter, "status": status}
 
 
-@partial(jax.jit, static_argnames=("key", "free", "draw", "keep"))
-def _batch(args, shared, *, key: ProblemKey, free, draw: Callable, keep: Callable):
+@partial(jax.jit, static_argnames=("key", "free", "draw", "program"))
+def _batch(args, shared, *, key: ProblemKey, free, draw: Callable, program: Callable):
     def one(arg):
         theta0, data, weights, groups = draw(arg, shared)
-        return keep(_run(key.problem(data, weights, groups), theta0, free))
+        return program(key.problem(data, weights, groups), theta0, free)
 
     return jax.vmap(one)(args)
 
@@ -102,11 +157,11 @@ def batch_size_for(n_reps: int, rep_bytes: int, batch_size: int | None = None) -
 
 
 def run_batches(
-    args, shared, *, key: ProblemKey, free, draw, keep=estimates, batch_size: int,
+    args, shared, *, key: ProblemKey, free, draw, program=estimate, batch_size: int,
     progress: bool = True, desc: str = "refits", check: Callable | None = None,
     prepare: Callable | None = None,
 ) -> dict:  # fmt: skip
-    """Run `draw`/`keep` over the leading axis of `args` in batches; host numpy arrays back.
+    """Run `draw`/`program` over the leading axis of `args` in batches; host numpy arrays back.
 
     The last batch is padded with copies of the final argument and the padding dropped. `prepare`
     (a jitted function) turns a batch of `args` into the program's per-replication inputs (resample
@@ -125,7 +180,7 @@ def run_batches(
     def launch(b):
         part = jax.tree.map(lambda a: a[b * batch_size : (b + 1) * batch_size], args)
         part = part if prepare is None else prepare(part)
-        return _batch(part, shared, key=key, free=free, draw=draw, keep=keep)
+        return _batch(part, shared, key=key, free=free, draw=draw, program=program)
 
     outs, n_failed = [], 0
     with tqdm(total=n, desc=desc, unit="fit", disable=not progress, leave=False) as bar:
