@@ -45,12 +45,16 @@ print(f"  {'Wald':<10} {float(lo['or_smoke']):.4f} .. {float(hi['or_smoke']):.4f
 score = jm.bootstrap(res, n_boot=4000, key=1, kind="score")
 print("\nScore bootstrap se vs sandwich se:")
 for name in res.names:
-    print(f"  {name:<8} {float(score.se[name]):.5f}  {float(res.with_cov('sandwich').se[name]):.5f}")
+    print(
+        f"  {name:<8} {float(score.se[name]):.5f}  {float(res.with_cov('sandwich').se[name]):.5f}"
+    )
 
 
 def prob(theta, obs):
     """P(low = 1) for one row: the quantity whose effects we report."""
-    return jax.nn.sigmoid(theta["b0"] + theta["b_age"] * obs["age"] + theta["b_smoke"] * obs["smoke"])
+    return jax.nn.sigmoid(
+        theta["b0"] + theta["b_age"] * obs["age"] + theta["b_smoke"] * obs["smoke"]
+    )
 
 
 print()

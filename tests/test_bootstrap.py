@@ -229,6 +229,7 @@ def clustered(petersen):
                   cov="cluster")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cluster_bootstrap_equals_a_refit_loop(clustered, petersen):
     data, firm = petersen
     key = jax.random.key(5)
@@ -244,6 +245,18 @@ def test_cluster_bootstrap_equals_a_refit_loop(clustered, petersen):
         assert_same_fit(bs.replicates[r], again.coef, np.sqrt(np.diagonal(again.cov)))
 
 
+def test_score_bootstrap_rows_match_the_sandwich(res):
+    """Kline-Santos per row: Var(theta*) = sum_i L_i L_i' = the HC0 sandwich A^-1 B A^-1."""
+    bs = jm.bootstrap(res, 4000, key=1, kind="score", progress=False)
+    assert bs.influence.shape == (189, 5)
+    target = np.sqrt(np.diagonal(np.asarray(res.with_cov("sandwich").cov)))
+    np.testing.assert_allclose(np.sqrt(np.sum(bs.influence**2, 0)), target, rtol=1e-10)
+    sd = np.array([float(bs.se[n]) for n in bs.names])
+    # Monte Carlo error of an sd over R draws: ~ 1/sqrt(2R) = 1.1%; 5 of those
+    np.testing.assert_allclose(sd, target, rtol=0.06)
+
+
+@pytest.mark.slow
 def test_score_bootstrap_matches_the_sandwich(clustered):
     """Kline-Santos: Var(theta*) = sum_g L_g L_g' = the cluster sandwich without G/(G-1)."""
     bs = jm.bootstrap(clustered, 4000, key=1, kind="score", progress=False)
@@ -258,6 +271,7 @@ def test_score_bootstrap_matches_the_sandwich(clustered):
     assert rows.influence.shape == (500, 3)
 
 
+@pytest.mark.slow
 def test_parametric_bootstrap_equals_a_refit_loop(clustered, petersen):
     data, firm = petersen
 
@@ -272,15 +286,16 @@ def test_parametric_bootstrap_equals_a_refit_loop(clustered, petersen):
     bs = jm.bootstrap(clustered, 3, key=key, kind="parametric", simulate=simulate, progress=False)
     keys = _replication_keys(key, jnp.arange(3))
     for r in range(3):
-        again = jm.fit(normal_logpdf, {"b": np.zeros(2), "log_s": 0.0},
-                       simulate(keys[r], clustered.params), groups=firm, cov="cluster")  # fmt: skip
+        with jax.enable_x64(True):  # the test's own simulation in float64, as the bootstrap's
+            again = jm.fit(normal_logpdf, {"b": np.zeros(2), "log_s": 0.0},
+                           simulate(keys[r], clustered.params), groups=firm, cov="cluster")  # fmt: skip
         assert_same_fit(bs.replicates[r], again.coef, np.sqrt(np.diagonal(again.cov)))
 
 
 # ---------------------------------------------------------------- bad input
 
 
-def test_bad_input(res, clustered):
+def test_bad_input(res):
     with pytest.raises(ValueError, match="unknown bootstrap kind"):
         jm.bootstrap(res, 10, kind="wild")
     with pytest.raises(ValueError, match="needs simulate="):
@@ -294,9 +309,9 @@ def test_bad_input(res, clustered):
     with pytest.raises(ValueError, match="n_boot must be an int >= 2"):
         jm.bootstrap(res, 1)
     with pytest.raises(ValueError, match="unknown interval method"):
-        jm.bootstrap(clustered, 5, kind="score", progress=False).ci("studentized")
+        jm.bootstrap(res, 5, kind="score", progress=False).ci("studentized")
     with pytest.raises(ValueError, match="shapes of the data"):
-        jm.bootstrap(clustered, 5, kind="parametric", progress=False,
+        jm.bootstrap(res, 5, kind="parametric", progress=False,
                      simulate=lambda k, t: {"x": jnp.zeros((3, 2)), "y": jnp.zeros(3)})  # fmt: skip
     batched = jax.tree.map(lambda x: jnp.stack([x, x]), res)
     with pytest.raises(ValueError, match="one host-side fit"):

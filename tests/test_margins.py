@@ -83,6 +83,7 @@ def test_any_model_fn_and_data(spector, plain, fx):
     assert list(only.estimate) == ["GPA"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("at", ["overall", "mean"])
 def test_glm_poisson_equals_statsmodels(fx, at):
     ref = fx["randhie_poisson"]
@@ -93,6 +94,7 @@ def test_glm_poisson_equals_statsmodels(fx, at):
     np.testing.assert_allclose(se, ref[at]["se"], rtol=SE_RTOL)
 
 
+@pytest.mark.slow
 def test_factor_contrasts_closed_form(fx):
     """C(race): each level against the first, all dummies of the factor set together (Stata's
     `margins r.race`), against the closed form; the same through fn over the text column."""
@@ -123,6 +125,7 @@ def test_factor_contrasts_closed_form(fx):
     assert set(b) >= {"C(race)[T.other]", "C(race)[T.white]"}
 
 
+@pytest.mark.slow
 def test_predictions_at_a_grid_equal_the_delta_method(spector):
     df, res = spector
     m = jm.margins(res, effect="prediction", at={"PSI": [0, 1], "GPA": [2.5, 3.5]})
@@ -170,6 +173,7 @@ def test_other_covariance_and_presentation(spector):
     assert list(robust.to_frame().index) == ["GPA", "TUCE", "PSI"]
 
 
+@pytest.mark.slow
 def test_glm_interactions_are_not_split(fx):
     df = frame(fx, "birthwt_race_logit")
     res = jm.glm("low ~ age * lwt + smoke", df, family="binomial")

@@ -104,6 +104,7 @@ def test_agrees_with_em(best, data):
     np.testing.assert_allclose(lower_weight, p if mu[0] < mu[1] else 1 - p, rtol=EM_RTOL)
 
 
+@pytest.mark.slow
 def test_the_best_fit_profiles(best):
     lo, hi = jm.profile_ci(best, "mu[1]")
     assert lo < float(best.params["mu"][1]) < hi
