@@ -43,11 +43,10 @@ print(f"  {'Wald':<10} {float(lo['or_smoke']):.4f} .. {float(hi['or_smoke']):.4f
 
 # Kline-Santos score bootstrap: no refits; its se estimates the sandwich (HC0) standard errors
 score = jm.bootstrap(res, n_boot=4000, key=1, kind="score")
+sandwich = res.with_cov("sandwich")
 print("\nScore bootstrap se vs sandwich se:")
 for name in res.names:
-    print(
-        f"  {name:<8} {float(score.se[name]):.5f}  {float(res.with_cov('sandwich').se[name]):.5f}"
-    )
+    print(f"  {name:<8} {float(score.se[name]):.5f}  {float(sandwich.se[name]):.5f}")
 
 
 def prob(theta, obs):
