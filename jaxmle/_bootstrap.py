@@ -39,7 +39,7 @@ import numpy as np
 
 from ._bootresult import BootstrapResult
 from ._bounds import _derivatives, flat_forward, flat_inverse
-from ._inputs import prepare_groups
+from ._inputs import explain_trace_error, prepare_groups
 from ._montecarlo import _as_key, _replication_keys
 from ._refits import ProblemKey, batch_size_for, failure_lines, run_batches
 from ._results import FitResult
@@ -419,7 +419,8 @@ def _check_simulate(simulate, key, params, data):
     try:
         out = jax.eval_shape(simulate, key, params)
     except Exception as e:
-        raise type(e)(f"simulate(key, theta) failed when traced at theta_hat: {e}") from e
+        explain_trace_error(e, "simulate(key, theta) at theta = theta_hat")
+        raise
     shapes = [x.shape for x in jax.tree.leaves(data)]
     got = [x.shape for x in jax.tree.leaves(out)]
     if jax.tree.structure(out) != jax.tree.structure(data) or got != shapes:

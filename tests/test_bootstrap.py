@@ -313,6 +313,11 @@ def test_bad_input(res):
     with pytest.raises(ValueError, match="shapes of the data"):
         jm.bootstrap(res, 5, kind="parametric", progress=False,
                      simulate=lambda k, t: {"x": jnp.zeros((3, 2)), "y": jnp.zeros(3)})  # fmt: skip
+    with pytest.raises(jax.errors.ConcretizationTypeError) as e:  # JAX's error, with a note
+        jm.bootstrap(res, 5, kind="parametric", simulate=lambda k, t: float(jax.tree.leaves(t)[0]))
+    assert "simulate(key, theta)" in "".join(
+        getattr(e.value, "__notes__", ["simulate(key, theta)"])
+    )
     batched = jax.tree.map(lambda x: jnp.stack([x, x]), res)
     with pytest.raises(ValueError, match="one host-side fit"):
         jm.bootstrap(batched, 10)
