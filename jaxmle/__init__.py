@@ -1,6 +1,8 @@
 """jaxmle: maximum-likelihood estimation on JAX. Write one observation's log-density; get the rest."""
 
 from . import families as families
+from ._bootresult import BootstrapResult as BootstrapResult
+from ._bootstrap import bootstrap as bootstrap
 from ._bounds import Bounds as Bounds
 from ._bounds import interval as interval
 from ._bounds import positive as positive
@@ -17,11 +19,15 @@ from ._lrscore import ModelComparison as ModelComparison
 from ._lrscore import compare as compare
 from ._lrscore import lr_test as lr_test
 from ._lrscore import score_test as score_test
+from ._margins import MarginsResult as MarginsResult
+from ._margins import margins as margins
 from ._mcresult import MonteCarloResult as MonteCarloResult
 from ._modeltests import VuongResult as VuongResult
 from ._modeltests import im_test as im_test
 from ._modeltests import vuong_test as vuong_test
 from ._montecarlo import monte_carlo as monte_carlo
+from ._multistart import MultiStartResult as MultiStartResult
+from ._multistart import fit_multistart as fit_multistart
 from ._profile import ProfileInterval as ProfileInterval
 from ._profile import profile_ci as profile_ci
 from ._profile import profile_loglik as profile_loglik
