@@ -75,8 +75,8 @@ def build_layout(
         if dup.size:
             i = dup[0]
             raise ValueError(
-                f"time has duplicates within a cluster: cluster {labels[c[i]]!r} has two rows at "
-                f"time {tvalues[t[i]]!r} ({dup.size} such pair(s)); each cluster may have one row "
+                f"time has duplicates within a cluster: cluster {_show(labels[c[i]])!r} has two rows "
+                f"at time {_show(tvalues[t[i]])!r} ({dup.size} such pair(s)); each cluster may have one row "
                 "per time"
             )
         wave, n_waves = t, len(tvalues)
@@ -144,7 +144,13 @@ def _check_pairs(patterns, tvalues):
         j, k = missing[0]
         names = tvalues if tvalues is not None else np.arange(patterns.shape[1])
         raise ValueError(
-            f"corstr='unstructured': no cluster is observed at both time {names[j]!r} and time "
-            f"{names[k]!r} ({len(missing)} such pair(s)), so their correlation is not identified; "
+            f"corstr='unstructured': no cluster is observed at both time {_show(names[j])!r} and "
+            f"time {_show(names[k])!r} ({len(missing)} such pair(s)), so their correlation is not "
+            "identified; "
             "use ar1 or exchangeable, or drop those times"
         )
+
+
+def _show(value):
+    """A label as the user wrote it (a Python scalar, not np.int64(3))."""
+    return value.item() if isinstance(value, np.generic) else value

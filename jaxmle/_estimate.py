@@ -37,11 +37,11 @@ import numpy as np
 
 from ._accumulate import Layout, auto_chunk_size
 from ._covariance import KINDS, RCOND, CovKind, check_kind, covariance, sandwich
-from ._fit import ParamSpec, default_tol
+from ._fit import default_tol
 from ._inputs import prepare_data, prepare_groups, prepare_init, prepare_weights
-from ._moments import VectorSums
+from ._moments import VectorSums, flat_fn, flat_spec
 from ._objective import Batch, Terms
-from ._results import FitResult, embed_block, parameter_names, result_class, static
+from ._results import FitResult, embed_block, result_class, static
 from ._scope import float64_scope, traced
 from ._solvers import METHODS, maximize, safeguarded_inverse
 from ._status import Status
@@ -201,15 +201,6 @@ def estimate(
     return res
 
 
-def flat_spec(init, labels):
-    """(ParamSpec, theta0 flat in ravel order, parameter names)."""
-    leaves, treedef = jax.tree.flatten(init)
-    xp = np if all(isinstance(x, np.ndarray) for x in leaves) else jnp
-    theta0 = xp.concatenate([xp.ravel(x) for x in leaves])
-    spec = ParamSpec(treedef, tuple(tuple(np.shape(x)) for x in leaves))
-    return spec, theta0, parameter_names(init, labels)
-
-
 def check_like_theta(fn, init, data, what):
     """Raise unless fn(theta, obs) returns a pytree with theta's structure and leaf shapes."""
     obs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), data)
@@ -224,16 +215,6 @@ def check_like_theta(fn, init, data, what):
             f"{what}(theta, obs) must return a pytree shaped like theta (one estimating "
             f"equation per parameter): theta is {want}, {what} returned {got}"
         )
-
-
-def flat_fn(fn, spec):
-    """fn(theta pytree, obs) -> pytree, as flat theta -> flat (m,) vector in ravel order."""
-
-    def flat(theta, obs):
-        out = fn(spec.unravel(theta), obs)
-        return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(out)])
-
-    return flat
 
 
 @partial(

@@ -29,7 +29,7 @@ from ._corstr import get_corstr
 from ._covariance import CovKind, check_kind, covariance, sandwich
 from ._design import as_frame, build_design, caller_context, check_collinear, column_or_array
 from ._geefit import fit_gee
-from ._results import FitResult, replace, result_class, static, with_handles
+from ._results import FitResult, result_class, static, with_handles
 from ._status import Status
 from ._tables import head_lines, table_lines
 from .families._glmfamily import GLMFamily, glm_family
@@ -197,18 +197,21 @@ class GEEResult(FitResult):
         return "\n".join(lines)
 
 
+# the quasi-likelihood Q(y; mu) = int_y^mu (y - t) / V(t) dt (up to terms free of mu), unscaled
+QUASI = {
+    "binomial": lambda y, mu: y * jnp.log(mu / (1 - mu)) + jnp.log1p(-mu),
+    "poisson": lambda y, mu: y * jnp.log(mu) - mu,
+    "gaussian": lambda y, mu: -0.5 * (y - mu) ** 2,
+    "gamma": lambda y, mu: -y / mu - jnp.log(mu),
+}
+
+
 @partial(jax.jit, static_argnames="fam")
 def _quasi(fam, beta, buckets):
+    """sum_j Q(y_j; mu_j) over the real slots of every bucket (unweighted, as geepack's QIC)."""
     total = 0.0
     for g in buckets:
-        mu = fam.mean(g["X"] @ beta + g["offset"])
-        y = g["y"]
-        q = {
-            "binomial": lambda: y * jnp.log(mu / (1 - mu)) + jnp.log1p(-mu),
-            "poisson": lambda: y * jnp.log(mu) - mu,
-            "gaussian": lambda: -0.5 * (y - mu) ** 2,
-            "gamma": lambda: -y / mu - jnp.log(mu),
-        }[fam.name]()
+        q = QUASI[fam.name](g["y"], fam.mean(g["X"] @ beta + g["offset"]))
         total = total + jnp.sum(jnp.where(g["mask"] > 0, q, 0.0))
     return total
 
@@ -265,7 +268,7 @@ def gee(
     context = caller_context(sys._getframe(1))
     if groups is None:
         raise ValueError("gee needs groups= (the cluster labels: a column name or an array)")
-    time_values, time_name = column_or_array(time, frame, "time")
+    time_values, _ = column_or_array(time, frame, "time")
     n_time_missing = 0
     if time_values is not None:  # rows without a time are dropped like rows with a missing value
         missing = np.asarray(frame.__class__({"t": time_values})["t"].isna())
@@ -316,7 +319,9 @@ def _result(out, d, fam, structure, formula, groups, time, layout, cov, n_time_m
     )
     cov_matrix, cov_status = covariance(GEE_KINDS[cov], pieces)
     status = jnp.where(
-        (out.status == Status.SUCCESSFUL) & (cov_status != Status.SUCCESSFUL), cov_status, out.status
+        (out.status == Status.SUCCESSFUL) & (cov_status != Status.SUCCESSFUL),
+        cov_status,
+        out.status,
     )
     se = jnp.sqrt(jnp.diagonal(cov_matrix))
     spec = GEESpec(

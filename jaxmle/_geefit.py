@@ -72,9 +72,7 @@ def _gram(fam, corstr, op, beta, g, mask):
     return m[:-1, :-1], m[:-1, -1]
 
 
-@partial(
-    jax.jit, static_argnames=("fam", "corstr", "n_waves", "chunks", "max_iter", "tol")
-)
+@partial(jax.jit, static_argnames=("fam", "corstr", "n_waves", "chunks", "max_iter", "tol"))
 def fit_gee(buckets, ctx, *, fam, corstr, n_waves, chunks, max_iter, tol) -> GEEFit:
     """buckets: tuple of per-bucket grids {X, y, offset, w, mask, wave, pattern, mustart}; ctx:
     {patterns (P, K), max_size}; `chunks` the clusters per chunk of each bucket."""
@@ -143,7 +141,7 @@ def fit_gee(buckets, ctx, *, fam, corstr, n_waves, chunks, max_iter, tol) -> GEE
         return t, phi, alpha_new
 
     def cond(st):
-        beta, alpha, phi, it, change = st
+        *_, it, change = st
         return (it < max_iter) & (change > tol) & ~jnp.isnan(change)
 
     def body(st):

@@ -18,16 +18,18 @@ reduced by GEMMs, never N separate m x m or m x k matrices.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
-import functools
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._accumulate import Layout, chunked_sum
+from ._fit import ParamSpec
 from ._objective import Batch
+from ._results import parameter_names
 
 
 class VectorSums(NamedTuple):
@@ -119,3 +121,22 @@ def value_and_jacfwd(f, x):
     push = functools.partial(jax.jvp, f, (x,))
     basis = jnp.eye(x.shape[0], dtype=x.dtype)
     return jax.vmap(lambda e: push((e,)), out_axes=(None, 1))(basis)
+
+
+def flat_spec(init, labels):
+    """(ParamSpec, theta0 flat in ravel order, parameter names)."""
+    leaves, treedef = jax.tree.flatten(init)
+    xp = np if all(isinstance(x, np.ndarray) for x in leaves) else jnp
+    theta0 = xp.concatenate([xp.ravel(x) for x in leaves])
+    spec = ParamSpec(treedef, tuple(tuple(np.shape(x)) for x in leaves))
+    return spec, theta0, parameter_names(init, labels)
+
+
+def flat_fn(fn, spec):
+    """fn(theta pytree, obs) -> pytree, as flat theta -> flat (m,) vector in ravel order."""
+
+    def flat(theta, obs):
+        out = fn(spec.unravel(theta), obs)
+        return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(out)])
+
+    return flat

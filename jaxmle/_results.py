@@ -249,7 +249,9 @@ class FitResult:
         """The covariance of another kind (k x k, zero rows for fixed parameters)."""
         entry = self.check_cov(kind, **options)
         options = tuple(sorted(options.items()))
-        return _stored_covariance(entry, self.free, self.pieces(), options, type(self).bread_inverse)
+        return _stored_covariance(
+            entry, self.free, self.pieces(), options, type(self).bread_inverse
+        )
 
     @host64
     def with_cov(self, kind: str, **options) -> FitResult:
