@@ -12,9 +12,9 @@ from ._fit import fit as fit
 from ._gee import GEEResult as GEEResult
 from ._gee import gee as gee
 from ._glm import GLMResult as GLMResult
+from ._glm import glm as glm
 from ._gmm import GMMResult as GMMResult
 from ._gmm import gmm as gmm
-from ._glm import glm as glm
 from ._inference import DeltaResult as DeltaResult
 from ._inference import delta_method as delta_method
 from ._inference import wald_test as wald_test

@@ -9,12 +9,11 @@
                                                       Boos 2002); for psi = a score, `fit`'s HC0
                                                       sandwich, and `sandwich::sandwich(m)`
 
-The root is found by Newton's method with the autodiff Jacobian J = dPsi/dtheta' = -A, safeguarded: a
-step d = -J^-1 Psi is the Gauss-Newton step for the merit 1/2 Psi' W Psi (W = B^-1 at the start
-values, so the merit is in units of standard errors and does not depend on how psi is scaled), taken
-through `_solvers.maximize` with its backtracking line search and eigenvalue damping; convergence when
-Psi' W Psi < tol. Fay's bias-corrected sandwich (geex `correct_by(fay_bias_correction, b = 0.75)`),
-computed from the per-unit Jacobians:
+The root is found by Newton's method with the autodiff Jacobian J = dPsi/dtheta' = -A, damped by
+Deuflhard's affine-invariant monotonicity test, steps measured in standard errors (`_roots`).
+
+Fay's bias-corrected sandwich (geex `correct_by(fay_bias_correction, b = 0.75)`) is computed from
+the per-unit Jacobians:
 
     A^-1 B_bc A^-T,  B_bc = sum_u H_u psi_u psi_u' H_u,  H_u = diag((1 - min(b, [A_u A^-1]_jj))^-1/2)
 
@@ -40,10 +39,10 @@ from ._covariance import KINDS, RCOND, CovKind, check_kind, covariance, sandwich
 from ._fit import default_tol
 from ._inputs import prepare_data, prepare_groups, prepare_init, prepare_weights
 from ._moments import VectorSums, flat_fn, flat_spec
-from ._objective import Batch, Terms
+from ._objective import Batch
 from ._results import FitResult, embed_block, result_class, static
+from ._roots import solve_roots
 from ._scope import float64_scope, traced
-from ._solvers import METHODS, maximize, safeguarded_inverse
 from ._status import Status
 from ._tables import head_lines, table_lines
 
@@ -97,7 +96,8 @@ class EstimateResult(FitResult):
     `delta_method`, vmap). `information` holds A = -sum_i w_i dpsi_i/dtheta' (not symmetric),
     `score` the estimating equations Psi at theta_hat, `meat` B over the units (observations, or
     clusters when fitted with groups), `fay_meat` Fay's bias-corrected B (bound `fay_b`);
-    `scaled_gradient` is Psi' B^-1 Psi at the end (~0 at a root). `loglik` is NaN: there is none.
+    `scaled_gradient` is the last Newton step's squared length in standard errors (~0 at a root).
+    `loglik` is NaN: there is none.
     """
 
     fay_meat: jax.Array
@@ -119,7 +119,7 @@ class EstimateResult(FitResult):
             ("N", f"{float(self.n_obs):.10g}"),
             ("Parameters", f"{self.n_params}"),
             *([("Clusters", f"{n_groups}")] if n_groups else []),
-            ("Status", f"{self.message} (Psi' B^-1 Psi {float(self.scaled_gradient):.2e})"),
+            ("Status", f"{self.message} (last step {float(self.scaled_gradient):.2e} SE^2)"),
         ]
 
     def summary(self, level: float = 0.95) -> str:
@@ -161,7 +161,8 @@ def estimate(
       cov: "sandwich" (default, geex's), "cluster" (x G/(G-1); needs groups) or "fay" (Fay's
         bias correction with bound `fay_b`, geex `fay_bias_correction`); every kind is available
         afterwards with `res.with_cov(kind)`.
-      tol: convergence when Psi' W Psi < tol, W = B^-1 at the start values (default 1e-12).
+      tol: convergence when the Newton step, in standard errors, has squared length < tol
+        (default 1e-12).
       max_iter, chunk_size, names, throw: as `jaxmle.fit`.
 
     Equals R `geex::m_estimate(estFUN, data, units, root_control, compute_roots = TRUE)`:
@@ -232,18 +233,14 @@ def _estimate_compiled(
     sums = VectorSums(
         flat_fn(psi, spec), Batch(data, weights, groups), layout, n_groups, weight_kind, k
     )
-    # the merit's metric: B^-1 at the start values (units of standard errors, whatever psi's scale)
-    _, outer0, groups0 = sums.outer(theta0)
-    metric = safeguarded_inverse(groups0.T @ groups0 if groups is not None else outer0)
 
-    def evaluate(t) -> Terms:
-        value, jac = sums.value_jacobian(t)
-        w_value = metric @ value
-        return Terms(-0.5 * value @ w_value, -jac.T @ w_value, jac.T @ metric @ jac)
+    def evaluate(t):
+        value, jac, outer, sg = sums.value_jacobian_outer(t)
+        return value, jac, sg.T @ sg if groups is not None else outer
 
-    st = maximize(evaluate, theta0, method=METHODS["newton"], max_iter=max_iter, tol=tol)
+    st = solve_roots(evaluate, theta0, max_iter=max_iter, tol=tol)
     theta = st.theta
-    value, jac = sums.value_jacobian(theta)
+    value, jac = st.value, st.jac
     a = -jac
     _, outer, score_groups = sums.outer(theta)
     meat = score_groups.T @ score_groups if groups is not None else outer
@@ -255,27 +252,27 @@ def _estimate_compiled(
         a, outer, meat, score_groups, jnp.full((k, k), jnp.nan, a.dtype), n_obs, fay_meat
     )
     cov_matrix, cov_status = covariance(ESTIMATE_KINDS[cov], pieces, inverse=general_inverse)
-    final = value @ safeguarded_inverse(meat) @ value
     bad_groups = (
         jnp.asarray(False) if groups is None else jnp.any((groups < 0) | (groups >= n_groups))
     )
+    finite = jnp.all(jnp.isfinite(st.value)) & jnp.all(jnp.isfinite(st.jac))
     status = jnp.select(
         [
             st.failed_start,
-            ~jnp.isfinite(st.loglik) | ~jnp.isfinite(st.decrement),
+            finite & (a_status != Status.SUCCESSFUL),
+            ~finite | ~jnp.isfinite(st.decrement),
             bad_groups,
             st.failed_search,
-            (st.decrement > tol) & ~st.at_floor,
-            a_status != Status.SUCCESSFUL,
+            st.decrement > tol,
             cov_status != Status.SUCCESSFUL,
         ],
         [
             Status.NONFINITE_START,
+            a_status,
             Status.NONFINITE,
             Status.BAD_GROUPS,
             Status.LINE_SEARCH_FAILED,
             Status.MAX_ITER,
-            a_status,
             cov_status,
         ],
         Status.SUCCESSFUL,
@@ -294,8 +291,8 @@ def _estimate_compiled(
         score_groups=score_groups,
         n_obs=n_obs,
         n_iter=st.n_iter,
-        n_damped=st.n_damped,
-        scaled_gradient=final,
+        n_damped=jnp.asarray(0),
+        scaled_gradient=st.decrement,
         status=status,
         fay_meat=fay_meat,
         names=names,

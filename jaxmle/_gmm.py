@@ -362,9 +362,7 @@ def _gmm_compiled(
     r_s = jnp.linalg.qr(solve_triangular(root_s, g, lower=True), mode="r")
     r_inv = solve_triangular(r_s, jnp.eye(k, dtype=dt), lower=False)
     efficient_cov = r_inv @ r_inv.T / n
-    pieces = GMMPieces(
-        information, influence, s_hat, efficient_cov, jnp.zeros((0, k), dt), n
-    )
+    pieces = GMMPieces(information, influence, s_hat, efficient_cov, jnp.zeros((0, k), dt), n)
     cov_matrix, cov_status = covariance(GMM_KINDS[cov], pieces)
     efficient_weighting = weighting in ("two-step", "iterated")
     j_weight = w if efficient_weighting else s_inv

@@ -66,27 +66,44 @@ class VectorSums(NamedTuple):
             zeros = (*zeros, jnp.zeros((self.m, k, k), dt))
         return chunked_sum(chunk, self.batch, self.layout, zeros)
 
+    def value_jacobian_outer(self, theta):
+        """(F, J, O, s_g) at theta in one pass (Newton for estimating equations)."""
+
+        def chunk(b, mask):
+            w = self._weights(b, mask)
+
+            def total(t):
+                return w @ self._values(t, b)
+
+            value, jac = value_and_jacfwd(total, theta)
+            return (value, jac, *self._outer_terms(self._values(theta, b), b, w))
+
+        k, dt = theta.shape[0], theta.dtype
+        zeros = (jnp.zeros(self.m, dt), jnp.zeros((self.m, k), dt), *self._outer_zeros(dt))
+        return chunked_sum(chunk, self.batch, self.layout, zeros)
+
+    def _outer_terms(self, f, b: Batch, w):
+        wf = f * w[:, None]
+        c = wf * b.weights[:, None] if self._sampling(b) else wf
+        if b.groups is None:
+            sg = jnp.zeros((0, self.m), f.dtype)
+        else:
+            sg = jax.ops.segment_sum(wf, b.groups, num_segments=self.n_groups)
+        return c.T @ f, sg
+
+    def _outer_zeros(self, dt):
+        groups = 0 if self.batch.groups is None else self.n_groups
+        return jnp.zeros((self.m, self.m), dt), jnp.zeros((groups, self.m), dt)
+
     def outer(self, theta):
         """(F, O, s_g) at theta in one pass."""
 
         def chunk(b, mask):
             f = self._values(theta, b)
             w = self._weights(b, mask)
-            wf = f * w[:, None]
-            c = wf * b.weights[:, None] if self._sampling(b) else wf
-            if b.groups is None:
-                sg = jnp.zeros((0, self.m), f.dtype)
-            else:
-                sg = jax.ops.segment_sum(wf, b.groups, num_segments=self.n_groups)
-            return jnp.sum(wf, axis=0), c.T @ f, sg
+            return (w @ f, *self._outer_terms(f, b, w))
 
-        dt = theta.dtype
-        groups = 0 if self.batch.groups is None else self.n_groups
-        zeros = (
-            jnp.zeros(self.m, dt),
-            jnp.zeros((self.m, self.m), dt),
-            jnp.zeros((groups, self.m), dt),
-        )
+        zeros = (jnp.zeros(self.m, theta.dtype), *self._outer_zeros(theta.dtype))
         return chunked_sum(chunk, self.batch, self.layout, zeros)
 
     def unit_jacobians(self, theta, per_row: Callable):
