@@ -60,17 +60,18 @@ def build_layout(
     n = codes.shape[0]
     if time is not None:
         tcodes, tvalues = factorise(time, "time")
-        order = np.lexsort((tcodes, codes))
+        key = codes * len(tvalues) + tcodes
     else:
-        tcodes, tvalues = None, None
-        order = np.argsort(codes, kind="stable")
-    c = codes[order]
+        tcodes, tvalues, key = None, None, codes
+    # data already sorted by cluster (and time) need no reordering copy
+    order = None if np.all(key[1:] >= key[:-1]) else np.argsort(key, kind="stable")
+    c = codes if order is None else codes[order]
     g_count = len(labels)
     sizes = np.bincount(c, minlength=g_count)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     pos = np.arange(n) - starts[c]
     if tcodes is not None:
-        t = tcodes[order]
+        t = tcodes if order is None else tcodes[order]
         dup = np.flatnonzero((c[1:] == c[:-1]) & (t[1:] == t[:-1]))
         if dup.size:
             i = dup[0]
@@ -91,7 +92,19 @@ def build_layout(
     width_of = np.full(g_count, n_waves) if by_wave else sizes
     widths = _bucket_widths(width_of)
     bucket_of = np.searchsorted(widths, width_of)  # smallest bucket width >= the cluster's
+    sorted_arrays = {
+        name: np.asarray(a) if order is None else np.asarray(a)[order] for name, a in arrays.items()
+    }
+    rows_sorted = np.arange(n) if order is None else order
     buckets, rows = [], []
+    if widths.size == 1 and not by_wave and np.all(sizes == widths[0]):
+        # every cluster has the same size: the grid is a reshape, no padding
+        shape = (g_count, int(widths[0]))
+        grid = {k: a.reshape(*shape, *a.shape[1:]) for k, a in sorted_arrays.items()}
+        grid["mask"], grid["wave"] = np.ones(shape), wave.reshape(shape).astype(float)
+        buckets.append(grid)
+        rows.append(rows_sorted.reshape(shape))
+        widths = np.asarray([])  # done
     row_bucket = bucket_of[c]
     for b, width in enumerate(widths):
         members = np.flatnonzero(bucket_of == b)
@@ -100,22 +113,18 @@ def build_layout(
         local = np.full(g_count, -1)
         local[members] = np.arange(members.size)
         sel = np.flatnonzero(row_bucket == b)
-        li, si = local[c[sel]], slot[sel]
+        flat = local[c[sel]] * width + slot[sel]  # the slot of each row in the flattened grid
+        size = members.size * width
         grid = {}
-        for name, arr in arrays.items():
-            arr = np.asarray(arr)[order]
-            out = np.full((members.size, width, *arr.shape[1:]), pad.get(name, 0), arr.dtype)
-            out[li, si] = arr[sel]
-            grid[name] = out
-        mask = np.zeros((members.size, width))
-        mask[li, si] = 1.0
-        waves = np.zeros((members.size, width))
-        waves[li, si] = wave[sel]
-        grid["mask"], grid["wave"] = mask, waves
-        row_map = np.full((members.size, width), -1)
-        row_map[li, si] = order[sel]
+        for name, arr in sorted_arrays.items():
+            out = np.full((size, *arr.shape[1:]), pad.get(name, 0), arr.dtype)
+            out[flat] = arr[sel]
+            grid[name] = out.reshape(members.size, width, *arr.shape[1:])
+        mask, waves, row_map = np.zeros(size), np.zeros(size), np.full(size, -1)
+        mask[flat], waves[flat], row_map[flat] = 1.0, wave[sel], rows_sorted[sel]
+        grid["mask"], grid["wave"] = mask.reshape(-1, width), waves.reshape(-1, width)
         buckets.append(grid)
-        rows.append(row_map)
+        rows.append(row_map.reshape(-1, width))
     patterns = np.zeros((0, n_waves))
     if by_wave:
         patterns, which = np.unique(buckets[0]["mask"], axis=0, return_inverse=True)

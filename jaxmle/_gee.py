@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import types
 from collections import OrderedDict
 from collections.abc import Mapping
 from functools import partial
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -26,45 +25,16 @@ import numpy as np
 
 from ._clusters import build_layout
 from ._corstr import get_corstr
-from ._covariance import CovKind, check_kind, covariance, sandwich
+from ._covariance import CovKind, check_kind
 from ._design import as_frame, build_design, caller_context, check_collinear, column_or_array
-from ._geefit import fit_gee
+from ._geefit import GEE_KINDS, GEEPieces, fit_gee
 from ._results import FitResult, result_class, static, with_handles
-from ._status import Status
 from ._tables import head_lines, table_lines
 from .families._glmfamily import GLMFamily, glm_family
 
 # a chunk of clusters holds about this many grid slots (the sums stream through it)
 _CHUNK_SLOTS = 2**18
 GEE_FAMILIES = ("gaussian", "binomial", "poisson", "gamma")
-
-
-class GEEPieces(NamedTuple):
-    information: jax.Array  # A = phi^-1 sum_g D_g' R_g^-1 D_g
-    meat: jax.Array  # sum_g U_g U_g'
-    bias_reduced_meat: jax.Array  # sum_g U~_g U~_g'
-    score_groups: jax.Array
-    n_obs: jax.Array
-
-
-GEE_KINDS: Mapping[str, CovKind] = types.MappingProxyType(
-    {
-        k.name: k
-        for k in (
-            CovKind(
-                "robust",
-                "robust sandwich A^-1 (sum_g U_g U_g') A^-1 (geepack san.se)",
-                lambda p, bread: sandwich(bread, p.meat),
-            ),
-            CovKind("naive", "model-based A^-1 (geepack vbeta.naiv)", lambda p, bread: bread),
-            CovKind(
-                "bias_reduced",
-                "Mancl-DeRouen bias-reduced sandwich (statsmodels bias_reduced)",
-                lambda p, bread: sandwich(bread, p.bias_reduced_meat),
-            ),
-        )
-    }
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +122,7 @@ class GEEResult(FitResult):
             indep = fit_gee(
                 data.buckets, data.ctx, fam=self.family, corstr=get_corstr("independence"),
                 n_waves=data.n_waves, chunks=data.chunks, max_iter=data.max_iter, tol=data.tol,
+                cov="naive",
             )  # fmt: skip
             robust = np.asarray(self.covariance("robust"))[:p, :p]
             trace = float(np.trace(np.asarray(indep.information) @ robust))
@@ -304,7 +275,7 @@ def gee(
             chunks = (int(chunk_size),) * len(buckets)
         out = fit_gee(
             buckets, ctx, fam=fam, corstr=structure, n_waves=layout.n_waves, chunks=chunks,
-            max_iter=max_iter, tol=float(tol),
+            max_iter=max_iter, tol=float(tol), cov=cov,
         )  # fmt: skip
         res = _result(out, d, fam, structure, formula, groups, time, layout, cov, n_time_missing)
     handle = GEEData(buckets, ctx, layout.n_waves, chunks, max_iter, float(tol))
@@ -314,39 +285,29 @@ def gee(
 def _result(out, d, fam, structure, formula, groups, time, layout, cov, n_time_missing):
     names = d.names
     p = len(names)
-    pieces = GEEPieces(
-        out.information, out.meat, out.bias_reduced_meat, jnp.zeros((0, p)), jnp.asarray(1.0)
-    )
-    cov_matrix, cov_status = covariance(GEE_KINDS[cov], pieces)
-    status = jnp.where(
-        (out.status == Status.SUCCESSFUL) & (cov_status != Status.SUCCESSFUL),
-        cov_status,
-        out.status,
-    )
-    se = jnp.sqrt(jnp.diagonal(cov_matrix))
     spec = GEESpec(
         formula, fam, structure.name, names, d.response_name,
         groups if isinstance(groups, str) else "groups", time if isinstance(time, str) else None,
     )  # fmt: skip
-    nan_kk = jnp.full((p, p), jnp.nan)
+    nan_kk = np.full((p, p), np.nan)
     return GEEResult(
-        params=OrderedDict((n, out.beta[i]) for i, n in enumerate(names)),
-        se=OrderedDict((n, se[i]) for i, n in enumerate(names)),
-        cov=cov_matrix,
-        loglik=jnp.asarray(jnp.nan),
+        params=OrderedDict(zip(names, out.beta, strict=True)),
+        se=OrderedDict(zip(names, out.se, strict=True)),
+        cov=out.cov,
+        loglik=jnp.asarray(np.nan),
         score=out.score,
         information=out.information,
-        expected_information=nan_kk,
+        expected_information=jnp.asarray(nan_kk),
         opg=out.meat,
         meat=out.meat,
-        score_groups=jnp.zeros((0, p)),
+        score_groups=jnp.asarray(np.zeros((0, p))),
         n_obs=jnp.asarray(float(d.X.shape[0])),
         n_iter=out.n_iter,
         n_damped=jnp.asarray(0),
         scaled_gradient=out.change,
-        status=status.astype(jnp.int32),
+        status=out.status,
         alpha=out.alpha,
-        correlation=structure.matrix(out.alpha, layout.n_waves),
+        correlation=out.correlation,
         scale=out.scale,
         bias_reduced_meat=out.bias_reduced_meat,
         n_clusters=jnp.asarray(layout.n_clusters),

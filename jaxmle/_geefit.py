@@ -18,13 +18,15 @@ At the fixed point, with U_g = phi^-1 D_g' R_g^-1 sqrt(w) r_g and A_g = phi^-1 D
     bias_reduced  A^-1 (sum_g U~_g U~_g') A^-1, U~_g = (I - A_g A^-1)^-1 U_g
                   (Mancl and DeRouen 2001: D_g' V_g^-1 (I - H_gg)^-1 (y_g - mu_g), H_gg =
                   D_g A^-1 D_g' V_g^-1, rewritten by push-through so that only p x p systems are
-                  solved)                                           statsmodels cov_type="bias_reduced"
+                  solved, each a Cholesky solve)                   statsmodels cov_type="bias_reduced"
 Every sum over clusters is a `chunked_sum` over chunks of clusters of each bucket (clusters padded
 to a common size; padded slots have zero weight and a valid mean, so they add exactly zero).
 """
 
 from __future__ import annotations
 
+import types
+from collections.abc import Mapping
 from functools import partial
 from typing import NamedTuple
 
@@ -33,16 +35,47 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._accumulate import Layout, chunked_sum
-from ._covariance import psd_inverse
+from ._covariance import CovKind, covariance, psd_inverse, sandwich
 from ._status import Status
 
 # step halvings allowed when a scoring step leaves the family's means invalid (geepack halves too)
 _MAX_HALVINGS = 30
 
 
+class GEEPieces(NamedTuple):
+    information: jax.Array  # A = phi^-1 sum_g D_g' R_g^-1 D_g
+    meat: jax.Array  # sum_g U_g U_g'
+    bias_reduced_meat: jax.Array  # sum_g U~_g U~_g'
+    score_groups: jax.Array
+    n_obs: jax.Array
+
+
+GEE_KINDS: Mapping[str, CovKind] = types.MappingProxyType(
+    {
+        k.name: k
+        for k in (
+            CovKind(
+                "robust",
+                "robust sandwich A^-1 (sum_g U_g U_g') A^-1 (geepack san.se)",
+                lambda p, bread: sandwich(bread, p.meat),
+            ),
+            CovKind("naive", "model-based A^-1 (geepack vbeta.naiv)", lambda p, bread: bread),
+            CovKind(
+                "bias_reduced",
+                "Mancl-DeRouen bias-reduced sandwich (statsmodels bias_reduced)",
+                lambda p, bread: sandwich(bread, p.bias_reduced_meat),
+            ),
+        )
+    }
+)
+
+
 class GEEFit(NamedTuple):
-    beta: jax.Array
+    beta: tuple  # p scalars (the result's params, without slicing on the host)
+    se: tuple  # p scalars, of the covariance kind asked for
+    cov: jax.Array
     alpha: jax.Array
+    correlation: jax.Array  # alpha, or the K x K matrix (unstructured)
     scale: jax.Array
     information: jax.Array  # A (with 1/phi)
     score: jax.Array  # U at the estimate
@@ -72,10 +105,39 @@ def _gram(fam, corstr, op, beta, g, mask):
     return m[:-1, :-1], m[:-1, -1]
 
 
-@partial(jax.jit, static_argnames=("fam", "corstr", "n_waves", "chunks", "max_iter", "tol"))
-def fit_gee(buckets, ctx, *, fam, corstr, n_waves, chunks, max_iter, tol) -> GEEFit:
+# up to this size the per-cluster p x p systems are solved by an unrolled Cholesky, vectorised over
+# clusters (measured 0.8 ms for 20,000 4 x 4 systems, against 27 ms for XLA's batched LAPACK call)
+_UNROLL = 12
+
+
+def spd_solve(m, b):
+    """x with m x = b for a batch of symmetric positive definite (n, p, p) m and (n, p) b."""
+    p = m.shape[-1]
+    if p > _UNROLL:
+        chol = jnp.linalg.cholesky(m)
+        y = lax.linalg.triangular_solve(chol, b[..., None], left_side=True, lower=True)
+        return lax.linalg.triangular_solve(chol, y, left_side=True, lower=True, transpose_a=True)[
+            ..., 0
+        ]
+    low = [[None] * p for _ in range(p)]
+    for j in range(p):
+        low[j][j] = jnp.sqrt(m[:, j, j] - sum(low[j][k] ** 2 for k in range(j)))
+        for i in range(j + 1, p):
+            low[i][j] = (m[:, i, j] - sum(low[i][k] * low[j][k] for k in range(j))) / low[j][j]
+    y = [None] * p
+    for i in range(p):
+        y[i] = (b[:, i] - sum(low[i][k] * y[k] for k in range(i))) / low[i][i]
+    x = [None] * p
+    for i in reversed(range(p)):
+        x[i] = (y[i] - sum(low[k][i] * x[k] for k in range(i + 1, p))) / low[i][i]
+    return jnp.stack(x, axis=-1)
+
+
+@partial(jax.jit, static_argnames=("fam", "corstr", "n_waves", "chunks", "max_iter", "tol", "cov"))
+def fit_gee(buckets, ctx, *, fam, corstr, n_waves, chunks, max_iter, tol, cov) -> GEEFit:
     """buckets: tuple of per-bucket grids {X, y, offset, w, mask, wave, pattern, mustart}; ctx:
-    {patterns (P, K), max_size}; `chunks` the clusters per chunk of each bucket."""
+    {patterns (P, K), max_size}; `chunks` the clusters per chunk of each bucket; `cov` the kind
+    whose covariance and standard errors are returned."""
     ctx = {**ctx, "n_waves": n_waves}
     p = buckets[0]["X"].shape[-1]
     dt = buckets[0]["X"].dtype
@@ -172,22 +234,48 @@ def fit_gee(buckets, ctx, *, fam, corstr, n_waves, chunks, max_iter, tol) -> GEE
     ainv, info_status = psd_inverse(info)
     op = corstr.prepare(alpha, ctx)
 
+    # (I - A_g A^-1)^-1 = C'^-1 (I - C'A_g C)^-1 C' with A^-1 = CC': I - C'A_g C is symmetric
+    # positive definite (A_g <= A), so each cluster's system is a Cholesky solve
+    root = jnp.linalg.cholesky(ainv)
+    root_inv = lax.linalg.triangular_solve(root, jnp.eye(p, dtype=dt), left_side=True, lower=True)
+
     def meats(g, mask):
         d, rw, _ = _linear(fam, beta, g)
         v = jnp.concatenate([d, rw[..., None]], axis=-1) * mask[:, None, None]
         lv = corstr.whiten(op, v, g)
         m = jnp.einsum("gji,gjk->gik", lv, lv) / phi  # per cluster (p+1) x (p+1)
         a_g, u_g = m[:, :-1, :-1], m[:, :-1, -1]
-        eye = jnp.eye(p, dtype=dt)
-        u_tilde = jnp.linalg.solve(eye - a_g @ ainv, u_g[..., None])[..., 0]
-        return u_g.T @ u_g, u_tilde.T @ u_tilde
+        a_scaled = jnp.einsum("ji,gjk,kl->gil", root, a_g, root)
+        v_g = spd_solve(jnp.eye(p, dtype=dt) - a_scaled, u_g @ root)
+        return u_g.T @ u_g, v_g.T @ v_g
 
-    meat, md_meat = total(meats, (kk, kk))
+    meat, md_vv = total(meats, (kk, kk))
+    md_meat = root_inv.T @ md_vv @ root_inv
     valid = corstr.valid(alpha, ctx)
     finite = jnp.all(jnp.isfinite(beta)) & jnp.isfinite(phi) & jnp.all(jnp.isfinite(alpha))
+    pieces = GEEPieces(info, meat, md_meat, jnp.zeros((0, p), dt), jnp.ones((), dt))
+    cov_matrix, cov_status = covariance(GEE_KINDS[cov], pieces)
     status = jnp.select(
-        [~valid, ~finite | ~jnp.isfinite(change), change > tol, info_status != Status.SUCCESSFUL],
-        [Status.CORRELATION_NOT_PD, Status.NONFINITE, Status.GEE_MAX_ITER, info_status],
+        [
+            ~valid,
+            ~finite | ~jnp.isfinite(change),
+            change > tol,
+            info_status != Status.SUCCESSFUL,
+            cov_status != Status.SUCCESSFUL,
+        ],
+        [
+            Status.CORRELATION_NOT_PD,
+            Status.NONFINITE,
+            Status.GEE_MAX_ITER,
+            info_status,
+            cov_status,
+        ],
         Status.SUCCESSFUL,
     ).astype(jnp.int32)
-    return GEEFit(beta, alpha, phi, info, score, meat, md_meat, n_iter, change, status)
+    se = jnp.sqrt(jnp.diagonal(cov_matrix))
+    return GEEFit(
+        beta=tuple(beta[i] for i in range(p)), se=tuple(se[i] for i in range(p)), cov=cov_matrix,
+        alpha=alpha, correlation=corstr.matrix(alpha, n_waves), scale=phi, information=info,
+        score=score, meat=meat, bias_reduced_meat=md_meat, n_iter=n_iter, change=change,
+        status=status,
+    )  # fmt: skip

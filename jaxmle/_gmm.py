@@ -370,17 +370,17 @@ def _gmm_compiled(
     j_df = m - k
     status = jnp.select(
         [
+            singular | s_singular,
             st.failed_start,
             ~jnp.isfinite(st.loglik) | ~jnp.isfinite(st.decrement),
-            singular | s_singular,
             st.failed_search,
             (st.decrement > tol) & ~st.at_floor,
             cov_status != Status.SUCCESSFUL,
         ],
         [
+            Status.SINGULAR_WEIGHT,
             Status.NONFINITE_START,
             Status.NONFINITE,
-            Status.SINGULAR_WEIGHT,
             Status.LINE_SEARCH_FAILED,
             Status.MAX_ITER,
             cov_status,
