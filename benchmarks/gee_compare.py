@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _rsession import RSession  # noqa: E402
+from _rsession import RSession
 
 FORMULA = "y ~ x1 + x2 + t"
 
@@ -80,12 +80,18 @@ def main():
         csv = os.path.join(tmp, "gee.csv")
         df.to_csv(csv, index=False)
         r.run(f'suppressMessages(library(geepack)); d <- read.csv("{csv}")')
-        geeglm = ('geeglm(y ~ x1 + x2 + t, family = binomial, data = d, id = id, '
-                  'corstr = "exchangeable", control = geese.control(epsilon = 1e-10, maxit = 100))')
+        geeglm = (
+            "geeglm(y ~ x1 + x2 + t, family = binomial, data = d, id = id, "
+            'corstr = "exchangeable", control = geese.control(epsilon = 1e-10, maxit = 100))'
+        )
         # first calls (jaxmle compiles; R loads code) are not timed
         est, se, res = jaxmle_fit(df)
         r.time(geeglm, "fit")
-        peer = np.asarray(eval(r.run('cat(sprintf("%.17g", c(coef(fit), sqrt(diag(fit$geese$vbeta)))), sep = ",")')))  # noqa: E501, S307
+        peer = np.asarray(
+            eval(
+                r.run('cat(sprintf("%.17g", c(coef(fit), sqrt(diag(fit$geese$vbeta)))), sep = ",")')
+            )
+        )
         diffs = {"geepack": (np.max(np.abs(peer[:4] - est) / np.abs(est)),
                              np.max(np.abs(peer[4:] - se) / se))}  # fmt: skip
         for rnd in range(args.rounds):
@@ -96,23 +102,33 @@ def main():
             if not args.skip_statsmodels:
                 for cov_type in ("robust", "bias_reduced"):
                     t0 = time.perf_counter()
-                    p, b = statsmodels_fit(df, cov_type)
+                    p, _ = statsmodels_fit(df, cov_type)
                     times[f"statsmodels {cov_type}"].append(time.perf_counter() - t0)
                     if rnd == 0:
                         diffs[f"statsmodels {cov_type}"] = (
-                            np.max(np.abs(p - est) / np.abs(est)), np.nan)
+                            np.max(np.abs(p - est) / np.abs(est)),
+                            np.nan,
+                        )
             print(f"round {rnd}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items() if v),
                   flush=True)  # fmt: skip
     base = min(times["jaxmle"])
     report = {"clusters": args.clusters, "rows": len(df), "n_iter": int(res.n_iter),
               "load_before": os.getloadavg(), "libraries": {}}  # fmt: skip
-    print(f"\n{'library':<28}{'min (s)':>10}{'median (s)':>12}{'ratio (min)':>13}  max rel diff est / se")
+    print(
+        f"\n{'library':<28}{'min (s)':>10}{'median (s)':>12}{'ratio (min)':>13}  max rel diff est / se"
+    )
     for name, ts in times.items():
         if not ts:
             continue
         d = diffs.get(name, (0.0, 0.0))
-        report["libraries"][name] = {"times": ts, "min": min(ts), "median": statistics.median(ts),
-                                     "ratio_min": min(ts) / base, "diff_est": d[0], "diff_se": d[1]}
+        report["libraries"][name] = {
+            "times": ts,
+            "min": min(ts),
+            "median": statistics.median(ts),
+            "ratio_min": min(ts) / base,
+            "diff_est": d[0],
+            "diff_se": d[1],
+        }
         print(f"{name:<28}{min(ts):>10.3f}{statistics.median(ts):>12.3f}{min(ts) / base:>13.1f}  "
               f"{d[0]:.1e} / {d[1]:.1e}")  # fmt: skip
     if args.json:

@@ -45,19 +45,25 @@ for name, opts in FITS.items():
     model = IVGMM(work["lwage"], exog, endog, instr, **opts["model"])
     res = model.fit(**opts["fit"])
     out = {
-        "name": name, "dataset": "../data/mroz.csv", "rows": "lwage not missing (428)",
+        "name": name,
+        "dataset": "../data/mroz.csv",
+        "rows": "lwage not missing (428)",
         "equation": "lwage ~ 1 + exper + expersq + [educ ~ motheduc + fatheduc + huseduc]",
         "moments": "z_i (lwage_i - x_i'b), z = (1, exper, expersq, motheduc, fatheduc, huseduc)",
         "call": f"IVGMM(lwage, exog, endog, instr, **{opts['model']!r}).fit(**{ {k: v for k, v in opts['fit'].items() if k != 'clusters'}!r})"
-                + (" (clusters = age)" if "clusters" in opts["fit"] else ""),
+        + (" (clusters = age)" if "clusters" in opts["fit"] else ""),
         "param_names": list(res.params.index),
         "params": [float(v) for v in res.params],
         "cov": np.asarray(res.cov).tolist(),
-        "j_stat": float(res.j_stat.stat), "j_df": int(res.j_stat.df),
+        "j_stat": float(res.j_stat.stat),
+        "j_df": int(res.j_stat.df),
         "weight_matrix_first": w_2sls.tolist(),
         "iterations": int(res.iterations),
-        "versions": {"linearmodels": linearmodels.__version__, "numpy": np.__version__,
-                     "pandas": pd.__version__},
+        "versions": {
+            "linearmodels": linearmodels.__version__,
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+        },
     }
     (HERE / f"lm_{name}.json").write_text(json.dumps(out, indent=1))
     print(name, out["params"], out["j_stat"], out["iterations"])
