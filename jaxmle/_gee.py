@@ -122,7 +122,7 @@ class GEEResult(FitResult):
             indep = fit_gee(
                 data.buckets, data.ctx, fam=self.family, corstr=get_corstr("independence"),
                 n_waves=data.n_waves, chunks=data.chunks, max_iter=data.max_iter, tol=data.tol,
-                cov="naive",
+                cov="robust",  # only its A is used; "robust" shares gee()'s default program
             )  # fmt: skip
             robust = np.asarray(self.covariance("robust"))[:p, :p]
             trace = float(np.trace(np.asarray(indep.information) @ robust))
