@@ -25,7 +25,8 @@ class RSession:
 
     def run(self, code: str) -> str:
         """Evaluate `code` in R; return what it printed."""
-        self.proc.stdin.write(f'{code}\ncat("{_DONE}\\n")\n')
+        # the marker on a line of its own, even when `code` printed no final newline
+        self.proc.stdin.write(f'{code}\ncat("\\n{_DONE}\\n")\n')
         self.proc.stdin.flush()
         lines = []
         for line in self.proc.stdout:

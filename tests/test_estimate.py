@@ -64,6 +64,7 @@ def test_score_equations_reproduce_the_ml_sandwich():
     assert res.cov_type == "sandwich" and "M-estimation" in res.summary()
 
 
+@pytest.mark.slow
 def test_clusters():
     """B over clusters (geex's units) = vcovCL(type="HC0", cadjust=FALSE); "cluster" adds G/(G-1)
     = cadjust=TRUE = jm.fit(cov="cluster"); Fay with clusters as units."""
@@ -100,6 +101,7 @@ def test_non_symmetric_jacobian():
     assert float(jm.wald_test(res, "t3 = 0").statistic) > 0
 
 
+@pytest.mark.slow
 def test_vmap_equals_loop():
     rng = np.random.default_rng(3)
     x = np.column_stack([np.ones(200), rng.normal(size=200)])

@@ -72,9 +72,15 @@ def check(res, ref, cov):
     ("weighting", "options", "r_name", "lm_name"),
     [
         ("two-step", {}, "r_linear_two_step", "lm_two_step"),
-        ("iterated", {}, "r_linear_iterated", "lm_iterated"),
-        ("two-step", {"center": True}, "r_linear_two_step_centered", "lm_two_step_center"),
-        ("identity", {}, "r_linear_identity", None),
+        pytest.param("iterated", {}, "r_linear_iterated", "lm_iterated", marks=pytest.mark.slow),
+        pytest.param(
+            "two-step",
+            {"center": True},
+            "r_linear_two_step_centered",
+            "lm_two_step_center",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param("identity", {}, "r_linear_identity", None, marks=pytest.mark.slow),
     ],
 )
 def test_linear_iv(weighting, options, r_name, lm_name):
@@ -87,17 +93,20 @@ def test_linear_iv(weighting, options, r_name, lm_name):
     assert res.cov_type == "robust" and res.weighting == weighting
 
 
+@pytest.mark.slow
 def test_iterated_is_a_fixed_point():
     res = fitted("iterated")
     assert int(res.n_steps) > 2
     assert rel(res.covariance("robust"), res.covariance("efficient")) < 1e-8
 
 
+@pytest.mark.slow
 def test_clustered():
     """Cluster sums in S (weight_type="clustered") and in the covariance, as linearmodels."""
     check(fitted("two-step", clustered=True), reference("lm_two_step_clustered"), "robust")
 
 
+@pytest.mark.slow
 def test_nonlinear_exponential_iv():
     ref = reference("r_exponential_two_step")
     df = pd.read_csv(REFERENCE / "data" / "mroz.csv")
@@ -131,6 +140,11 @@ def test_bad_input():
         jm.gmm(iv_moments, {"b": np.zeros(4)}, data, weight_matrix=np.eye(5))
     with pytest.raises(ValueError, match="unknown weighting"):
         jm.gmm(iv_moments, {"b": np.zeros(4)}, data, weighting="cue")
+
+
+@pytest.mark.slow
+def test_singular_weight_is_flagged():
+    data = mroz()[0]
 
     def duplicated(theta, obs):  # a moment repeated: S is singular, W = S^-1 does not exist
         m = iv_moments(theta, obs)
