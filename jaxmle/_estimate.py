@@ -29,14 +29,13 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, ClassVar, NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ._accumulate import Layout, auto_chunk_size
 from ._covariance import KINDS, RCOND, CovKind, check_kind, covariance, sandwich
-from ._fit import default_tol
+from ._fit import default_tol, settle_throw
 from ._inputs import prepare_data, prepare_groups, prepare_init, prepare_weights
 from ._moments import VectorSums, flat_fn, flat_spec
 from ._objective import Batch
@@ -194,12 +193,7 @@ def estimate(
             n_groups=n_groups, weight_kind=weight_kind, cov=cov, fay_b=float(fay_b),
             max_iter=max_iter, tol=default_tol(dtype) if tol is None else float(tol), n_rows=n,
         )  # fmt: skip
-    if throw:
-        if is_traced:
-            return eqx.error_if(res, ~res.converged, "jaxmle.estimate did not succeed")
-        if not bool(res.converged):
-            raise RuntimeError(f"jaxmle.estimate: {res.message}")
-    return res
+    return settle_throw(res, throw, is_traced, "jaxmle.estimate")
 
 
 def check_like_theta(fn, init, data, what):

@@ -501,3 +501,13 @@ def _separation_probe(st, info):
     u = d / jnp.sqrt(jnp.abs(d @ info @ d))
     candidate = long_step & jnp.all(jnp.isfinite(u))
     return jnp.where(candidate, st.theta + 4.0 * u, st.theta), candidate
+
+
+def settle_throw(res, throw: bool, is_traced: bool, who: str):
+    """`throw=True`: a failed fit raises (on the host) or becomes `eqx.error_if` (under a trace)."""
+    if throw:
+        if is_traced:
+            return eqx.error_if(res, ~res.converged, f"{who} did not succeed (see res.status)")
+        if not bool(res.converged):
+            raise RuntimeError(f"{who}: {res.message}")
+    return res

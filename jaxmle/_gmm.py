@@ -33,7 +33,6 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, ClassVar, NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,7 +41,7 @@ from jax.scipy.linalg import solve_triangular
 
 from ._accumulate import Layout, auto_chunk_size
 from ._covariance import CovKind, check_kind, covariance, psd_inverse
-from ._fit import default_tol
+from ._fit import default_tol, settle_throw
 from ._inputs import prepare_data, prepare_groups, prepare_init, prepare_weights
 from ._moments import VectorSums, flat_fn, flat_spec
 from ._objective import Batch, Terms
@@ -231,12 +230,7 @@ def gmm(
             max_iter=max_iter, max_steps=max_steps,
             tol=default_tol(dtype) if tol is None else float(tol), n_rows=n,
         )  # fmt: skip
-    if throw:
-        if is_traced:
-            return eqx.error_if(res, ~res.converged, "jaxmle.gmm did not succeed")
-        if not bool(res.converged):
-            raise RuntimeError(f"jaxmle.gmm: {res.message}")
-    return res
+    return settle_throw(res, throw, is_traced, "jaxmle.gmm")
 
 
 def _least_squares(root, g):

@@ -136,3 +136,5 @@ def test_bad_input_and_flags():
     res = jm.estimate(redundant, {"a": 0.0, "c": 0.0}, data)
     assert int(res.status) == jm.Status.SINGULAR_JACOBIAN
     assert np.isnan(res.cov).all() and "Jacobian" in res.summary()
+    with pytest.raises(RuntimeError, match=r"jaxmle\.estimate: .*Jacobian"):
+        jm.estimate(redundant, {"a": 0.0, "c": 0.0}, data, throw=True)

@@ -153,3 +153,5 @@ def test_singular_weight_is_flagged():
     res = jm.gmm(duplicated, {"b": np.zeros(4)}, data, weight_matrix=np.eye(7) + 0.0)
     assert int(res.status) == jm.Status.SINGULAR_WEIGHT
     assert "weighting matrix" in res.message
+    with pytest.raises(RuntimeError, match=r"jaxmle\.gmm: .*weighting matrix"):
+        jm.gmm(duplicated, {"b": np.zeros(4)}, data, weight_matrix=np.eye(7) + 0.0, throw=True)
