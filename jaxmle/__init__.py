@@ -7,11 +7,17 @@ from ._bounds import Bounds as Bounds
 from ._bounds import interval as interval
 from ._bounds import positive as positive
 from ._diagnostics import Diagnostics as Diagnostics
+from ._estimate import EstimateResult as EstimateResult
+from ._estimate import estimate as estimate
 from ._fit import Problem as Problem
 from ._fit import attach as attach
 from ._fit import fit as fit
+from ._gee import GEEResult as GEEResult
+from ._gee import gee as gee
 from ._glm import GLMResult as GLMResult
 from ._glm import glm as glm
+from ._gmm import GMMResult as GMMResult
+from ._gmm import gmm as gmm
 from ._inference import DeltaResult as DeltaResult
 from ._inference import delta_method as delta_method
 from ._inference import wald_test as wald_test

@@ -180,9 +180,10 @@ def symmetric(c):
 
 
 def sandwich(bread: Bread, meat) -> tuple[jax.Array, jax.Array]:
-    """(A^-1 B A^-1, status of A^-1)."""
+    """(A^-1 B A^-T, status of A^-1); A^-T = A^-1 for the symmetric A of a likelihood, not for the
+    Jacobian of a general estimating equation (`_estimate`)."""
     inv, status = bread
-    return inv @ meat @ inv, status
+    return inv @ meat @ inv.T, status
 
 
 def _opg(p: Pieces, bread: Bread):
@@ -422,11 +423,16 @@ def needs_rows(entry: CovKind) -> bool:
 
 
 def covariance(
-    entry: CovKind, pieces: Pieces, information_eig=None, **options
+    entry: CovKind, pieces: Pieces, information_eig=None, inverse=psd_inverse, **options
 ) -> tuple[jax.Array, jax.Array]:
     """(cov, status) of one kind over the free block; `information_eig` is the solver's
-    `equilibrated_eigh(information)` when it has one (one decomposition serves every bread)."""
-    bread = psd_inverse(pieces.information, information_eig)
+    `equilibrated_eigh(information)` when it has one (one decomposition serves every bread).
+    `inverse(A) -> (A^-1, status)` makes the bread: `psd_inverse` for an information matrix, a
+    general inverse for the non-symmetric A of an estimating equation."""
+    if information_eig is not None:
+        bread = psd_inverse(pieces.information, information_eig)
+    else:
+        bread = inverse(pieces.information)
     cov, status = entry.formula(pieces, bread, **options)
     return symmetric(cov), status
 

@@ -125,7 +125,12 @@ def used_columns(required, frame, context):
     return used, missing
 
 
-def build_design(formula, frame, offset, weights, groups, context, time=None) -> Design:
+def build_design(
+    formula, frame, offset, weights, groups, context, time=None, drop_zero_weights: bool = True
+) -> Design:
+    """The rows, response and design of `formula` on `frame`. Rows with zero weight are left out
+    (counted in `n_zero_weight`) unless `drop_zero_weights=False` (GEE: such a row still shapes its
+    cluster's working correlation, as in geepack)."""
     import formulaic
 
     if not isinstance(formula, str) or "~" not in formula:
@@ -163,9 +168,10 @@ def build_design(formula, frame, offset, weights, groups, context, time=None) ->
         if bad.any():
             i = np.flatnonzero(bad)[0]
             raise ValueError(f"weights must be finite and >= 0; row {frame.index[i]!r} has {w[i]}")
-        zero = keep & (w == 0)
-        n_zero = int(zero.sum())
-        keep &= ~zero
+        if drop_zero_weights:
+            zero = keep & (w == 0)
+            n_zero = int(zero.sum())
+            keep &= ~zero
     if not keep.any():
         raise ValueError("no rows left to fit after dropping missing values and zero weights")
     sub = frame.iloc[np.flatnonzero(keep)] if not keep.all() else frame

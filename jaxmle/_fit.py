@@ -615,3 +615,13 @@ def _converged(st, tol):
     """The loop stopped at a maximum: scaled gradient below tol, or at lnL's rounding floor."""
     ok = ~st.failed_start & ~st.failed_search & jnp.isfinite(st.loglik) & jnp.isfinite(st.decrement)
     return ok & ((st.decrement <= tol) | st.at_floor)
+
+
+def settle_throw(res, throw: bool, is_traced: bool, who: str):
+    """`throw=True`: a failed fit raises (on the host) or becomes `eqx.error_if` (under a trace)."""
+    if throw:
+        if is_traced:
+            return eqx.error_if(res, ~res.converged, f"{who} did not succeed (see res.status)")
+        if not bool(res.converged):
+            raise RuntimeError(f"{who}: {res.message}")
+    return res

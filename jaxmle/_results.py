@@ -25,7 +25,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.special import ndtr
 
-from ._covariance import KINDS, CovKind, Pieces, check_kind, covariance, needs_rows
+from ._covariance import KINDS, CovKind, Pieces, check_kind, covariance, needs_rows, psd_inverse
 from ._diagnostics import Diagnostics, covariance_notes, diagnose
 from ._perobs import result_rows
 from ._scope import host64, traced
@@ -162,6 +162,8 @@ class FitResult:
     clusters: tuple[tuple[str, int], ...] = static(default=())
 
     cov_kinds: ClassVar[Mapping[str, CovKind]] = KINDS
+    # A -> (A^-1, status): the bread of every kind (a general inverse where A is not symmetric)
+    bread_inverse: ClassVar[Any] = staticmethod(psd_inverse)
     _handles: ClassVar[tuple[str, ...]] = ("_problem",)
     _problem: ClassVar[Any] = None  # set per instance by `with_handles`
 
@@ -281,7 +283,8 @@ class FitResult:
         pieces = self.pieces()
         if needs_rows(entry):
             pieces = pieces._replace(rows=self.observation_rows(entry))
-        return _stored_covariance(entry, self.free, pieces, tuple(sorted(options.items())))
+        options = tuple(sorted(options.items()))
+        return _stored_covariance(entry, self.free, pieces, options, type(self).bread_inverse)
 
     @host64
     def with_cov(self, kind: str, **options) -> FitResult:
@@ -389,12 +392,12 @@ class FitResult:
         return self.summary() if not self.batch_shape else repr(self)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 3))
-def _stored_covariance(entry, free, pieces, options):
+@functools.partial(jax.jit, static_argnums=(0, 1, 3, 4))
+def _stored_covariance(entry, free, pieces, options, inverse):
     """cov of `entry` over the free block, embedded in k x k (one compiled program per kind, k)."""
 
     def one(p):
-        return covariance(entry, p, **dict(options))[0]
+        return covariance(entry, p, inverse=inverse, **dict(options))[0]
 
     for _ in range(np.ndim(pieces.n_obs)):  # a batched result: one covariance per fit
         one = jax.vmap(one)

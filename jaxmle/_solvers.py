@@ -152,11 +152,14 @@ def maximize(
     initial_matrix: Callable[[jax.Array], jax.Array] | None = None,
     compute_dtype=None,
     fallback: jax.Array | None = None,
+    min_iter: int = 0,
 ) -> SolverState:
     """Run the loop from theta0; `evaluate` returns the method's Terms at a trial point, its l_i
     computed in `compute_dtype` (default theta0's), whose rounding sets the line search's slack.
     `fallback`: where to start again if lnL or U is not finite at theta0 (which then is a
-    computed start, e.g. a subsample's estimate, and the fallback the user's start values)."""
+    computed start, e.g. a subsample's estimate, and the fallback the user's start values).
+    `min_iter` steps are taken even from a start that already meets tol (a GMM step restarted
+    from the previous step's estimate: one Newton step there is exact for linear moments)."""
     k = theta0.shape[0]
     dtype = theta0.dtype
     quasi = method.quasi
@@ -193,7 +196,8 @@ def maximize(
     )
 
     def cond(st):
-        running = (st.decrement > tol) & (st.n_iter < max_iter) & jnp.isfinite(st.decrement)
+        running = (st.decrement > tol) | (st.n_iter < min_iter)
+        running &= (st.n_iter < max_iter) & jnp.isfinite(st.decrement)
         return ~st.started | (running & ~st.failed_start & ~st.failed_search & ~st.at_floor)
 
     def body(st):

@@ -21,6 +21,10 @@ class Status(enum.IntEnum):
     NOT_CONCAVE = 6
     SINGULAR_INFORMATION = 7
     BAD_GROUPS = 8
+    SINGULAR_JACOBIAN = 9
+    SINGULAR_WEIGHT = 10
+    GEE_MAX_ITER = 11
+    CORRELATION_NOT_PD = 12
 
 
 MESSAGES = {
@@ -48,5 +52,24 @@ MESSAGES = {
     Status.BAD_GROUPS: (
         "invalid cluster codes: some groups lie outside 0..n_groups-1, so their scores would be "
         "dropped from the cluster sums; cluster-robust standard errors are NaN"
+    ),
+    Status.SINGULAR_JACOBIAN: (
+        "the Jacobian A = -sum_i dpsi_i/dtheta' of the estimating equations is singular at the "
+        "solution: some parameters (or combinations) are not identified by them; standard errors "
+        "are NaN"
+    ),
+    Status.SINGULAR_WEIGHT: (
+        "the covariance S of the moment conditions is singular, so the GMM weighting matrix "
+        "W = S^-1 does not exist (redundant moments, or fewer clusters than moments); estimates "
+        "after the first step, standard errors and the J test are NaN"
+    ),
+    Status.GEE_MAX_ITER: (
+        "not converged: the GEE iteration (a scoring step for the coefficients, then the scale "
+        "and the working correlation) reached max_iter before the largest change fell below tol"
+    ),
+    Status.CORRELATION_NOT_PD: (
+        "the estimated working correlation is not positive definite (alpha outside the range an "
+        "exchangeable, AR(1) or unstructured correlation allows): the working covariance cannot "
+        "be inverted; estimates and standard errors are NaN. Try corstr='independence'"
     ),
 }
