@@ -31,11 +31,14 @@ from ._inputs import (
     raise_bad_start,
     raise_nonfinite_data,
 )
+from ._fixed_effects import IndexSpec, check_index_data, check_rows, make_index_spec
+from ._many import DENSE_LIMIT, default_block, fit_program
 from ._objective import Batch, Objective
 from ._results import FitResult, embed_block, parameter_names, replace, with_handles
 from ._scope import float64_scope, traced
 from ._solvers import METHODS, Method, check_method, equilibrated_eigh, maximize
 from ._status import Status
+from ._subset import block_indices, subset_of
 
 PyTree = Any
 WEIGHT_KINDS = ("frequency", "sampling")
@@ -80,6 +83,8 @@ def fit(
     dtype=None,
     names: dict | None = None,
     throw: bool = False,
+    se_for: list[str] | None = None,
+    index: dict[str, str] | None = None,
 ) -> FitResult:
     """Maximum-likelihood fit of `sum_i w_i logpdf(theta, obs_i)`.
 
@@ -90,7 +95,9 @@ def fit(
         names in the table come from the pytree paths (`b0`, `b[0]`, ...).
       data: any pytree of arrays sharing the leading axis N (numpy, jax or pandas columns).
       method: "newton" (safeguarded Newton-Raphson, default), "fisher" (scoring with the expected
-        information; needs `expected`), "bhhh", or "bfgs".
+        information; needs `expected`), "bhhh", "bfgs", or, for many parameters, "lbfgs" (optax's
+        L-BFGS with its zoom line search) and "newton-cg" (truncated Newton: CG on Hessian-vector
+        products), which never form a k x k matrix.
       cov: "hessian" | "expected" | "opg" | "sandwich" | "cluster" (see `_covariance`); every kind
         can be recomputed later from the result, `res.with_cov(kind)`.
       groups: (N,) cluster ids, any integer or string labels; factorised to 0..G-1 on the host.
@@ -123,10 +130,31 @@ def fit(
         `names={"b": ["age", "income"]}`: `summary()`, `to_frame()` and `wald_test` strings then
         use them. A pandas Series as an init leaf is labelled by its index. Names must be unique.
       throw: raise if the fit does not succeed (under `jit`/`vmap`, via `equinox.error_if`).
+      se_for: top-level keys of init whose standard errors are wanted (the others' are NaN): the
+        covariance is computed, and stored, for that block only (a `SubsetResult`), by conjugate-
+        gradient solves with Hessian-vector products when the parameters are many. Kinds
+        "hessian", "sandwich" and "cluster". Needed by "lbfgs"/"newton-cg" beyond 500 parameters.
+      index: {top-level key of init: data column}: `theta[key]` is a vector of effects of which
+        row i uses only the entry `theta[key][obs[column]]` (fixed effects; integer codes
+        0..G-1). The fit then eliminates them (Newton with a Schur complement, as fixest
+        concentrates them out), drops levels whose outcome is constant, holds one reference level
+        per connected component of two additive sets at 0, and reports the other parameters'
+        covariance (see README, "Many parameters").
 
-    Returns a `FitResult`; under `jax.vmap` a batched one with its own status for every fit.
+    Returns a `FitResult` (a `SubsetResult` with se_for, index, "lbfgs" or "newton-cg"); under
+    `jax.vmap` a batched one with its own status for every fit.
     """
     entry = check_method(method)
+    driver = entry.driver if index is None else entry.indexed
+    if driver is None:
+        takes = tuple(m.name for m in METHODS.values() if m.indexed)
+        raise ValueError(f"method={method!r} does not take index=; use one of {takes}")
+    subset = driver != "dense" or se_for is not None or index is not None
+    if subset and cov in ("opg", "expected"):
+        raise ValueError(
+            f"cov={cov!r} needs the full k x k {cov} matrix; with se_for, index or a Hessian-free "
+            "method choose 'hessian', 'sandwich' or 'cluster'"
+        )
     if expected is None and (entry.curvature == "expected" or cov == "expected"):
         # a families Model (or a logpdf made with families.expected) carries its information
         expected = getattr(logpdf, "expected", None)
@@ -156,7 +184,7 @@ def fit(
         return _fit(
             logpdf, init, data, groups, n_groups, weights, weight_kind, fixed, expected, entry,
             cov, max_iter, tol, chunk_size, devices, stream, dtype, solve_dtype, names, throw,
-            is_traced,
+            is_traced, (driver, se_for, index) if subset else None,
         )  # fmt: skip
 
 
@@ -170,7 +198,9 @@ def default_tol(dtype) -> float:
 def _fit(
     logpdf, init, data, groups, n_groups, weights, weight_kind, fixed, expected, method, cov,
     max_iter, tol, chunk_size, devices, stream, dtype, solve_dtype, labels, throw, is_traced,
+    many=None,
 ):  # fmt: skip
+    raw_init = init
     init, free, labels = prepare_init(init, fixed, solve_dtype, labels)
     names = parameter_names(init, labels)
     leaves, treedef = jax.tree.flatten(init)
@@ -185,6 +215,31 @@ def _fit(
     weights = prepare_weights(weights, n, solve_dtype, is_traced)
     groups, n_groups = prepare_groups(groups, n_groups, n, is_traced)
     check_logpdf(logpdf, init, data)
+    driver, block, index, k_work = "dense", None, None, sum(free)
+    if many is not None:
+        driver, se_for, index = many
+        if index is not None:
+            if stream or devices is not None:
+                raise ValueError("index= runs on one device with the data in memory")
+            index = make_index_spec(index, init, free, spec)
+            check_index_data(index, data)
+            k_work = len(index.b_free) + index.m
+        elif driver != "dense":
+            k_work = min(sum(free), 32)
+        block = (
+            default_block(index, free) if se_for is None else block_indices(raw_init, se_for, free)
+        )
+        if index is not None and set(block) & set(index.effect_index().tolist()):
+            raise ValueError(
+                "se_for names an indexed key: its effects are concentrated out and have no "
+                "standard errors here (fit without index= for the effects' covariance)"
+            )
+        if driver != "dense" and index is None and len(block) > DENSE_LIMIT:
+            raise ValueError(
+                f"standard errors for {len(block)} parameters would need a "
+                f"{len(block)} x {len(block)} covariance; name the parameters of interest with "
+                "se_for=[top-level keys of init]"
+            )
     if not (chunk_size is None or (isinstance(chunk_size, int) and chunk_size > 0)):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     if stream:
@@ -200,13 +255,16 @@ def _fit(
             ),
             data,
         )
-        layout = layout._replace(chunk_size=auto_chunk_size(local, sum(free), platform_of(data)))
+        layout = layout._replace(chunk_size=auto_chunk_size(local, k_work, platform_of(data)))
+    if index is not None and not is_traced:
+        check_rows(logpdf, index, spec, names, np.asarray(theta0), data)
 
     problem = Problem(
         logpdf=logpdf, spec=spec, names=names, data=data, weights=weights, groups=groups,
         n_groups=n_groups, weight_kind=weight_kind, expected=expected, method=method.name,
         cov=cov, max_iter=max_iter, tol=tol, layout=layout, n_rows=n,
         dtype=solve_dtype, compute_dtype=None if dtype == solve_dtype else dtype,
+        driver=driver, block=block, index=index,
     )  # fmt: skip
     res = _run(problem, theta0, free)
     if not is_traced:  # a host fit carries how it was made, for profiles and refits
@@ -250,6 +308,9 @@ class Problem:
     dtype: Any
     compute_dtype: Any
     transforms: Transforms | None = None
+    driver: str = "dense"  # the loop (`Method.driver`, or `.indexed` under index=)
+    block: tuple[int, ...] | None = None  # flat indices of the covariance block (SubsetResult)
+    index: IndexSpec | None = None
 
     def replace(self, **changes) -> Problem:
         return dataclasses.replace(self, **changes)
@@ -262,12 +323,21 @@ class Problem:
 
 def _run(problem: Problem, theta0, free) -> FitResult:
     c = problem
-    return _fit_compiled(
+    if c.driver != "dense":
+        return fit_program(
+            theta0, c.device_data, c.weights, c.groups, logpdf=c.logpdf, spec=c.spec,
+            names=c.names, free=free, method=c.method, driver=c.driver, cov=c.cov,
+            max_iter=c.max_iter, tol=c.tol, layout=c.layout, n_rows=c.n_rows,
+            n_groups=c.n_groups, weight_kind=c.weight_kind, compute_dtype=c.compute_dtype,
+            block=c.block, index=c.index,
+        )  # fmt: skip
+    res = _fit_compiled(
         theta0, c.device_data, c.weights, c.groups, logpdf=c.logpdf, spec=c.spec, names=c.names,
         free=free, method=METHODS[c.method], cov=c.cov, max_iter=c.max_iter, tol=c.tol,
         layout=c.layout, n_rows=c.n_rows, n_groups=c.n_groups, weight_kind=c.weight_kind,
         compute_dtype=c.compute_dtype, expected=c.expected,
     )  # fmt: skip
+    return res if c.block is None else subset_of(res, c.block)
 
 
 def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:

@@ -21,6 +21,7 @@ class Status(enum.IntEnum):
     NOT_CONCAVE = 6
     SINGULAR_INFORMATION = 7
     BAD_GROUPS = 8
+    CG_NOT_CONVERGED = 9
 
 
 MESSAGES = {
@@ -48,5 +49,9 @@ MESSAGES = {
     Status.BAD_GROUPS: (
         "invalid cluster codes: some groups lie outside 0..n_groups-1, so their scores would be "
         "dropped from the cluster sums; cluster-robust standard errors are NaN"
+    ),
+    Status.CG_NOT_CONVERGED: (
+        "the conjugate-gradient solves (the fixed effects, or the standard errors of a "
+        "Hessian-free fit) did not reach their tolerance; standard errors are NaN"
     ),
 }
