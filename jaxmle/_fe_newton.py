@@ -38,14 +38,19 @@ from ._hessian_free import pcg
 from ._objective import Batch
 from ._solvers import equilibrated_eigh, safeguarded_solve
 
-# Relative residual of the reduced fixed-effects solves (several sets of effects): the Schur
-# complement S, hence the covariance of b, is then exact to ~cond x 1e-11.
+# Relative residual of the reduced fixed-effects solves (several sets of effects) at the estimate:
+# the Schur complement S, hence the covariance of b, is then exact to ~cond x 1e-11. The Newton
+# steps before it solve only to the forcing term eta = sqrt(U'M^-1 U) (M = diag(A), the Jacobi
+# estimate of the scaled gradient), between FE_RTOL and _MAX_FORCING: inexact Newton, loose far
+# from the maximum, tight near it; the estimate's own solve is then redone to FE_RTOL.
 FE_RTOL = 1e-11
+_MAX_FORCING = 1e-2
 
 
 class Terms(NamedTuple):
     """One pass at theta: lnL, the score of every non-indexed entry b, and A's structured blocks
-    over the free b and the effects (per key m); `rows` the per-row A_aa cross terms (m >= 2)."""
+    over the free b and the effects (per key m); `cross` the per-row cross terms of A_aa between
+    keys, -w_i d2 l_i / dz_k dz_l for the pairs k < l (`pairs`; none for one set of effects)."""
 
     loglik: jax.Array
     score_b: jax.Array  # (P,) all non-indexed entries, fixed ones included
@@ -53,7 +58,7 @@ class Terms(NamedTuple):
     score_a: tuple  # (G_m,)
     info_aa: tuple  # (G_m,) diagonal
     info_ab: tuple  # (G_m, p)
-    rows: jax.Array  # (N, m, m): -w_i d2 l_i / dz dz' (0 x m x m for one set)
+    cross: jax.Array  # (N, m (m - 1) / 2), or (0, 0) for one set of effects
 
 
 def _walk(fn, batch: Batch, chunk_size: int, sums0, rows0):
@@ -75,7 +80,7 @@ def _walk(fn, batch: Batch, chunk_size: int, sums0, rows0):
         sums = jax.tree.map(jnp.add, sums, s)
         if rows.shape[0]:
             old = lax.dynamic_slice_in_dim(rows, start, size)
-            r = jnp.where(mask[:, None, None] > 0, r, old)
+            r = jnp.where(mask[:, None] > 0, r, old)
             rows = lax.dynamic_update_slice_in_dim(rows, r, start, 0)
         return sums, rows
 
@@ -119,7 +124,9 @@ def terms(f, fe: IndexSpec, theta, batch: Batch, chunk_size: int, *, rows: bool)
             info_aa.append(jax.ops.segment_sum(info_zz[:, k, k], codes, fe.sizes[k]))
             info_ab.append(jax.ops.segment_sum(-hb_z[:, :, k].T, codes, fe.sizes[k]))
         sums = (ll, g_b, -hb_b[:, b_free], tuple(score_a), tuple(info_aa), tuple(info_ab))
-        return sums, info_zz if rows else jnp.zeros((0, m, m), dtype)
+        if not rows:
+            return sums, jnp.zeros((0, 0), dtype)
+        return sums, jnp.stack([info_zz[:, k, l] for k, l in pairs(m)], axis=1)
 
     zeros = (
         jnp.zeros((), dtype),
@@ -130,7 +137,7 @@ def terms(f, fe: IndexSpec, theta, batch: Batch, chunk_size: int, *, rows: bool)
         tuple(jnp.zeros((g, p), dtype) for g in fe.sizes),
     )
     n = jax.tree.leaves(batch.data)[0].shape[0]
-    rows0 = jnp.zeros((n if rows else 0, m, m), dtype)
+    rows0 = jnp.zeros((n, len(pairs(m))) if rows else (0, 0), dtype)
     (ll, g_b, a_bb, u_a, a_aa, a_ab), per_row = _walk(chunk, batch, chunk_size, zeros, rows0)
     return Terms(ll, g_b, 0.5 * (a_bb + a_bb.T), u_a, a_aa, a_ab, per_row)
 
@@ -152,58 +159,76 @@ def _inverse_diagonal(t: Terms, keep):
     )
 
 
-def solve_effects(t: Terms, fe: IndexSpec, codes, keep, rhs, warm, *, max_cg: int):
-    """Y = A_aa^-1 rhs (rhs: per key (G_m, r)), held levels (keep False) at 0; (Y, warm, ok)."""
+def pairs(m: int) -> list[tuple[int, int]]:
+    """The pairs of keys k < l whose cross terms `Terms.cross` holds, in its column order."""
+    return [(k, l) for k in range(m) for l in range(k + 1, m)]
+
+
+def _segment_sum(x, codes, size):
+    # the barrier keeps XLA from fusing the gather that makes x into the scatter, which on a CPU
+    # runs the scatter at half speed
+    return jax.ops.segment_sum(lax.optimization_barrier(x), codes, size)
+
+
+def solve_effects(t: Terms, fe: IndexSpec, codes, keep, rhs, warm, *, max_cg: int, rtol):
+    """Y = A_aa^-1 rhs (rhs: per key (G_m, r)), held levels (keep False) at 0; (Y, warm, ok).
+
+    A_aa = D + C: D the per-level diagonals, C the cross terms between keys, one per row and pair.
+    Key e (the largest) is eliminated exactly; CG runs on the others' reduced system
+    (D_r + C_rr - C_re D_e^-1 C_er) y = rhs_r - C_re D_e^-1 rhs_e, whose product is, per row,
+    gathers of y and segment sums (never a G x G matrix)."""
     inv = _inverse_diagonal(t, keep)
     if fe.m == 1:
         return (rhs[0] * inv[0][:, None],), warm, jnp.asarray(True)
     e = fe.eliminated
     others = [k for k in range(fe.m) if k != e]
-    h = t.rows
+    column = {}
+    for j, (k, l) in enumerate(pairs(fe.m)):
+        column[k, l] = column[l, k] = t.cross[:, j, None]
     cuts = np.cumsum([fe.sizes[k] for k in others])[:-1]
 
     def split(y):
         return dict(zip(others, jnp.split(y, cuts)))
 
-    def apply_rows(parts):
-        """(A_aa y) restricted to rows: per row k, sum_l h[k, l] y_l[g_l]."""
-        gathered = {k: parts[k][codes[k]] for k in parts}
-        return [sum(h[:, k, l, None] * gathered[l] for l in gathered) for k in range(fe.m)]
-
-    def eliminate(row_terms):
-        """u = A_ee^-1 (sum over the rows of key e), and the rows minus A_{k e} u."""
-        u = jax.ops.segment_sum(row_terms[e], codes[e], fe.sizes[e]) * inv[e][:, None]
-        ue = u[codes[e]]
-        return u, [row_terms[k] - h[:, k, e, None] * ue for k in range(fe.m)]
+    def off_diagonal(parts):
+        """Per row and key k: sum over the unknown keys l != k of C_kl,i y_l[g_l(i)]."""
+        gathered = {l: parts[l][codes[l]] for l in parts}
+        return {
+            k: sum(column[k, l] * gathered[l] for l in gathered if l != k) for k in range(fe.m)
+        }
 
     def matvec(y):
-        _, reduced = eliminate(apply_rows(split(y)))
+        parts = split(y)
+        rows = off_diagonal(parts)
+        u = _segment_sum(rows[e], codes[e], fe.sizes[e]) * inv[e][:, None]
+        ue = u[codes[e]]
         return jnp.concatenate(
-            [jax.ops.segment_sum(reduced[k], codes[k], fe.sizes[k]) for k in others]
+            [
+                t.info_aa[k][:, None] * parts[k]
+                + _segment_sum(rows[k] - column[k, e] * ue, codes[k], fe.sizes[k])
+                for k in others
+            ]
         )
 
-    re = rhs[e] * inv[e][:, None]
+    re = (rhs[e] * inv[e][:, None])[codes[e]]
     rhs_r = jnp.concatenate(
-        [
-            rhs[k] - jax.ops.segment_sum(h[:, k, e, None] * re[codes[e]], codes[k], fe.sizes[k])
-            for k in others
-        ]
+        [rhs[k] - _segment_sum(column[k, e] * re, codes[k], fe.sizes[k]) for k in others]
     )
     inv_r = jnp.concatenate([inv[k] for k in others])
-    cg = pcg(matvec, rhs_r, inv_r, warm, rtol=FE_RTOL, max_steps=max_cg)
+    cg = pcg(matvec, rhs_r, inv_r, warm, rtol=rtol, max_steps=max_cg)
     parts = split(cg.x)
-    back = jax.ops.segment_sum(apply_rows(parts)[e], codes[e], fe.sizes[e])
+    back = _segment_sum(off_diagonal(parts)[e], codes[e], fe.sizes[e])
     y = {e: (rhs[e] - back) * inv[e][:, None], **parts}
     return tuple(y[k] for k in range(fe.m)), cg.x, jnp.all(cg.converged)
 
 
-def eliminate(t: Terms, fe: IndexSpec, codes, keep, warm, *, max_cg: int):
+def eliminate(t: Terms, fe: IndexSpec, codes, keep, warm, *, max_cg: int, rtol=FE_RTOL):
     """(d_b, d_a per key, damped, Solved): the Newton step by block elimination."""
     p = t.info_bb.shape[0]
     b_free = np.asarray(fe.b_free, int)
     score_a = [u * k for u, k in zip(t.score_a, keep)]
     rhs = [jnp.concatenate([ab, u[:, None]], axis=1) for ab, u in zip(t.info_ab, score_a)]
-    y, warm, ok = solve_effects(t, fe, codes, keep, rhs, warm, max_cg=max_cg)
+    y, warm, ok = solve_effects(t, fe, codes, keep, rhs, warm, max_cg=max_cg, rtol=rtol)
     y_b = tuple(yy[:, :p] for yy in y)
     cross = sum(ab.T @ yy for ab, yy in zip(t.info_ab, y))  # (p, p + 1)
     info = t.info_bb - cross[:, :p]
@@ -236,29 +261,43 @@ def fe_newton(
     k = theta0.shape[0]
     p = len(fe.b_free)
     codes = [batch.data[c] for c in fe.columns]
-    b_free_flat = np.asarray(fe.b_index, int)[np.asarray(fe.b_free, int)]
+    b_free = np.asarray(fe.b_free, int)
+    b_free_flat = np.asarray(fe.b_index, int)[b_free]
 
     def evaluate(theta):
         t = terms(f, fe, theta, batch, chunk_size, rows=fe.m > 1)
         return t.loglik, full_score(fe, t, k), t
 
     def direction(theta, score, t, carry):
-        d_b, d_a, damped, solved = eliminate(t, fe, codes, keep, carry.warm, max_cg=max_cg)
+        inv = _inverse_diagonal(t, keep)
+        diag_b = jnp.abs(jnp.diagonal(t.info_bb))
+        jacobi = jnp.sum(t.score_b[b_free] ** 2 / jnp.where(diag_b > 0, diag_b, 1.0))
+        jacobi += sum(jnp.sum(u**2 * i) for u, i in zip(t.score_a, inv))
+        rtol = jnp.clip(jnp.sqrt(jacobi), FE_RTOL, _MAX_FORCING)
+        d_b, d_a, damped, solved = eliminate(
+            t, fe, codes, keep, carry[0].warm, max_cg=max_cg, rtol=rtol
+        )
         d = jnp.zeros(k, theta.dtype).at[b_free_flat].set(d_b)
         for s, g, da in zip(fe.starts, fe.sizes, d_a):
             d = d.at[s : s + g].set(da)
-        return d, damped, solved
+        return d, damped, (solved, t)
 
     dtype = theta0.dtype
-    carry0 = Solved(
+    solved0 = Solved(
         y_b=tuple(jnp.zeros((g, p), dtype) for g in fe.sizes),
         info=jnp.zeros((p, p), dtype),
         eig=(jnp.ones(p, dtype), jnp.zeros(p, dtype), jnp.zeros((p, p), dtype)),
         warm=warm_start(fe, dtype),
         cg_ok=jnp.asarray(True),
     )
-    return ascend(evaluate, direction, theta0, carry0, max_iter=max_iter, tol=tol,
-                  compute_dtype=compute_dtype)  # fmt: skip
+    terms0 = jax.eval_shape(lambda th: terms(f, fe, th, batch, chunk_size, rows=fe.m > 1), theta0)
+    terms0 = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), terms0)
+    st = ascend(evaluate, direction, theta0, (solved0, terms0), max_iter=max_iter, tol=tol,
+                compute_dtype=compute_dtype)  # fmt: skip
+    solved, t = st.carry
+    if fe.m > 1:  # the estimate's solve to full accuracy, from the last one
+        solved = eliminate(t, fe, codes, keep, solved.warm, max_cg=max_cg)[3]
+    return st._replace(carry=solved)
 
 
 def pieces(f, fe: IndexSpec, theta, batch: Batch, chunk_size, solved: Solved, *, n_groups,
@@ -288,10 +327,10 @@ def pieces(f, fe: IndexSpec, theta, batch: Batch, chunk_size, solved: Solved, *,
             if b.groups is None
             else jax.ops.segment_sum(wu, b.groups, num_segments=n_groups)
         )
-        return (meat, sg), jnp.zeros((0, fe.m, fe.m), dtype)
+        return (meat, sg), jnp.zeros((0, 0), dtype)
 
     groups = 0 if batch.groups is None else n_groups
     zeros = (jnp.zeros((p, p), dtype), jnp.zeros((groups, p), dtype))
-    (meat, sg), _ = _walk(chunk, batch, chunk_size, zeros, jnp.zeros((0, fe.m, fe.m), dtype))
+    (meat, sg), _ = _walk(chunk, batch, chunk_size, zeros, jnp.zeros((0, 0), dtype))
     nan = jnp.full((p, p), jnp.nan, dtype)
     return Pieces(solved.info, nan, 0.5 * (meat + meat.T), sg, nan, n_obs)

@@ -323,13 +323,15 @@ class Problem:
 
 def _run(problem: Problem, theta0, free) -> FitResult:
     c = problem
+    index = None if c.index is None else c.index.with_free(free)
+    block = None if c.block is None else tuple(i for i in c.block if free[i])
     if c.driver != "dense":
         return fit_program(
             theta0, c.device_data, c.weights, c.groups, logpdf=c.logpdf, spec=c.spec,
             names=c.names, free=free, method=c.method, driver=c.driver, cov=c.cov,
             max_iter=c.max_iter, tol=c.tol, layout=c.layout, n_rows=c.n_rows,
             n_groups=c.n_groups, weight_kind=c.weight_kind, compute_dtype=c.compute_dtype,
-            block=c.block, index=c.index,
+            block=block, index=index, dense_cov=sum(free) <= DENSE_LIMIT,
         )  # fmt: skip
     res = _fit_compiled(
         theta0, c.device_data, c.weights, c.groups, logpdf=c.logpdf, spec=c.spec, names=c.names,
@@ -337,7 +339,7 @@ def _run(problem: Problem, theta0, free) -> FitResult:
         layout=c.layout, n_rows=c.n_rows, n_groups=c.n_groups, weight_kind=c.weight_kind,
         compute_dtype=c.compute_dtype, expected=c.expected,
     )  # fmt: skip
-    return res if c.block is None else subset_of(res, c.block)
+    return res if block is None else subset_of(res, block)
 
 
 def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:

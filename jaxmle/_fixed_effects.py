@@ -82,6 +82,10 @@ class IndexSpec(NamedTuple):
     def m(self) -> int:
         return len(self.keys)
 
+    def with_free(self, free) -> IndexSpec:
+        """The same blocks for another free mask (a refit holding other parameters)."""
+        return self._replace(b_free=tuple(i for i, pos in enumerate(self.b_index) if free[pos]))
+
     def effect_index(self) -> np.ndarray:
         """Flat positions of every effect, key by key."""
         return np.concatenate([np.arange(s, s + g) for s, g in zip(self.starts, self.sizes)])
@@ -175,7 +179,9 @@ def row_logpdf(logpdf, fe: IndexSpec, treedef, compute_dtype=None):
                 leaves.append(b[start : start + math.prod(shape)].reshape(shape))
         obs = dict(obs)
         for column in fe.columns:
-            obs[column] = jnp.zeros_like(obs[column])
+            # a concrete 0: theta[key][0] is then a static slice, not a gather (whose transpose,
+            # a scatter per row, would dominate every derivative pass)
+            obs[column] = np.zeros((), obs[column].dtype)
         return logpdf(jax.tree.unflatten(treedef, leaves), obs)
 
     return f

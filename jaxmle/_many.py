@@ -29,6 +29,7 @@ from ._hessian_free import block_pieces, block_scores, information_product, solv
 from ._lbfgs import lbfgs
 from ._newton_cg import newton_cg
 from ._objective import Batch, Objective
+from ._solvers import equilibrated_eigh
 from ._status import Status
 from ._subset import EffectsInfo, SubsetResult, reduce_pieces
 
@@ -52,23 +53,24 @@ def default_block(index, free) -> tuple[int, ...]:
     jax.jit,
     static_argnames=(
         "logpdf", "spec", "names", "free", "method", "driver", "cov", "max_iter", "tol", "layout",
-        "n_rows", "n_groups", "weight_kind", "compute_dtype", "block", "index",
+        "n_rows", "n_groups", "weight_kind", "compute_dtype", "block", "index", "dense_cov",
     ),
 )  # fmt: skip
 def fit_program(
     theta0, data, weights, groups, *, logpdf, spec, names, free, method, driver, cov, max_iter,
-    tol, layout, n_rows, n_groups, weight_kind, compute_dtype, block, index,
+    tol, layout, n_rows, n_groups, weight_kind, compute_dtype, block, index, dense_cov,
 ) -> SubsetResult:  # fmt: skip
     with jax.default_matmul_precision("highest"):
         return _program(
             theta0, data, weights, groups, logpdf, spec, names, free, method, driver, cov,
             max_iter, tol, layout, n_rows, n_groups, weight_kind, compute_dtype, block, index,
+            dense_cov,
         )  # fmt: skip
 
 
 def _program(
     theta0, data, weights, groups, logpdf, spec, names, free, method, driver, cov, max_iter, tol,
-    layout, n_rows, n_groups, weight_kind, compute_dtype, block, index,
+    layout, n_rows, n_groups, weight_kind, compute_dtype, block, index, dense_cov,
 ):  # fmt: skip
     k = theta0.shape[0]
     dtype = theta0.dtype
@@ -142,7 +144,7 @@ def _program(
         within = np.searchsorted(b_flat, block_arr)
         pieces = reduce_pieces(pieces, within)
         cg_ok = solved.cg_ok
-    elif len(free_idx) <= DENSE_LIMIT:
+    elif dense_cov:
         info = full.newton(theta_hat).matrix[free_idx][:, free_idx]
         sc = full.scores(theta_hat, theta_hat)
         nan = jnp.full_like(info, jnp.nan)
@@ -157,8 +159,14 @@ def _program(
         pieces, _ = block_pieces(cg.x[within], scores, n_obs)
         cg_ok = jnp.all(cg.converged)
 
-    cov_b, cov_status = covariance(KINDS[cov], pieces)
-    _, info_status = psd_inverse(pieces.information)
+    if len(block):
+        # one eigen-decomposition of the block's information serves the status and the bread
+        eig = equilibrated_eigh(pieces.information)
+        cov_b, cov_status = covariance(KINDS[cov], pieces, information_eig=eig)
+        _, info_status = psd_inverse(pieces.information, eig)
+    else:  # every non-indexed parameter held (a profile refit): nothing to cover
+        cov_b, cov_status = pieces.information, jnp.asarray(Status.SUCCESSFUL)
+        info_status = cov_status
     bad_groups = jnp.asarray(False) if groups is None else jnp.any((groups < 0) | (groups >= n_groups))
     status = jnp.select(
         [

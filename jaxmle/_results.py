@@ -217,6 +217,15 @@ class FitResult:
         upper = jax.tree.map(lambda p, s: p + q * s, self.params, self.se)
         return lower, upper
 
+    def variance(self, j: int) -> float:
+        """Var(theta_hat_j) from `cov` (flat index j, ravel order)."""
+        return float(np.asarray(self.cov)[j, j])
+
+    def on_cov(self, g):
+        """The columns of a (q, k) restriction or Jacobian that `cov` covers (all of them here;
+        a `SubsetResult` keeps its block's)."""
+        return g
+
     # ---- covariance kinds (from the stored pieces: no refit, no data)
     def pieces(self) -> Pieces:
         """The stored sums over the free parameters that every covariance kind is made from."""

@@ -58,6 +58,23 @@ class SubsetResult(FitResult):
     index: tuple[tuple[str, str], ...] = static(default=())
 
     @property
+    def n_params(self) -> int:
+        """Estimated parameters: the free ones less the effects dropped, empty or held as
+        references (the k of AIC and BIC)."""
+        if self.effects is None:
+            return super().n_params
+        e = self.effects
+        held = int(np.sum(e.n_dropped) + np.sum(e.n_empty) + np.sum(e.n_references))
+        return super().n_params - held
+
+    def variance(self, j: int) -> float:
+        """Var(theta_hat_j), NaN outside the block."""
+        if j not in self.block:
+            return float("nan")
+        i = self.block.index(j)
+        return float(np.asarray(self.cov)[i, i])
+
+    @property
     def block_names(self) -> tuple[str, ...]:
         return tuple(self.names[i] for i in self.block)
 
@@ -172,6 +189,10 @@ def reduce_pieces(pieces: Pieces, block: np.ndarray) -> Pieces:
     k = pieces.information.shape[-1]
     if len(block) == k and np.array_equal(block, np.arange(k)):
         return pieces
+    if not len(block):
+        empty = jnp.zeros((0, 0), pieces.information.dtype)
+        groups = jnp.zeros((pieces.score_groups.shape[0], 0), empty.dtype)
+        return Pieces(empty, empty, empty, groups, empty, pieces.n_obs)
     x = jnp.linalg.solve(pieces.information, jnp.eye(k, dtype=pieces.information.dtype)[:, block])
     sigma = x[block]
     info = jnp.linalg.inv(0.5 * (sigma + sigma.T))
