@@ -52,6 +52,8 @@ class Pieces(NamedTuple):
     score_groups  s_g = sum_{i in g} w_i u_i     G x k (0 x k without groups)
     expected      I(theta_hat)                   k x k (NaN without expected=)
     n_obs         N (the sum of frequency weights)
+    n_clusters    G of the cluster factor when some clusters have no rows in the estimation
+                  sample (fixed-effects fits drop rows); None: every row of score_groups counts
     """
 
     information: jax.Array
@@ -60,6 +62,7 @@ class Pieces(NamedTuple):
     score_groups: jax.Array
     expected: jax.Array
     n_obs: jax.Array
+    n_clusters: jax.Array | None = None
 
     @property
     def n_params(self) -> int:
@@ -131,7 +134,7 @@ def _opg(p: Pieces, bread: Bread):
 
 
 def _cluster(p: Pieces, bread: Bread):
-    g = p.score_groups.shape[0]
+    g = p.score_groups.shape[0] if p.n_clusters is None else p.n_clusters
     cov, status = sandwich(bread, p.score_groups.T @ p.score_groups)
     return g / (g - 1) * cov, status
 

@@ -155,7 +155,7 @@ class Solved(NamedTuple):
 def _inverse_diagonal(t: Terms, keep):
     return tuple(
         jnp.where(k & (d > 0), 1.0 / jnp.where(d > 0, d, 1.0), 0.0)
-        for k, d in zip(keep, t.info_aa)
+        for k, d in zip(keep, t.info_aa, strict=True)
     )
 
 
@@ -188,14 +188,12 @@ def solve_effects(t: Terms, fe: IndexSpec, codes, keep, rhs, warm, *, max_cg: in
     cuts = np.cumsum([fe.sizes[k] for k in others])[:-1]
 
     def split(y):
-        return dict(zip(others, jnp.split(y, cuts)))
+        return dict(zip(others, jnp.split(y, cuts), strict=True))
 
     def off_diagonal(parts):
         """Per row and key k: sum over the unknown keys l != k of C_kl,i y_l[g_l(i)]."""
         gathered = {l: parts[l][codes[l]] for l in parts}
-        return {
-            k: sum(column[k, l] * gathered[l] for l in gathered if l != k) for k in range(fe.m)
-        }
+        return {k: sum(column[k, l] * gathered[l] for l in gathered if l != k) for k in range(fe.m)}
 
     def matvec(y):
         parts = split(y)
@@ -226,16 +224,18 @@ def eliminate(t: Terms, fe: IndexSpec, codes, keep, warm, *, max_cg: int, rtol=F
     """(d_b, d_a per key, damped, Solved): the Newton step by block elimination."""
     p = t.info_bb.shape[0]
     b_free = np.asarray(fe.b_free, int)
-    score_a = [u * k for u, k in zip(t.score_a, keep)]
-    rhs = [jnp.concatenate([ab, u[:, None]], axis=1) for ab, u in zip(t.info_ab, score_a)]
+    score_a = [u * k for u, k in zip(t.score_a, keep, strict=True)]
+    rhs = [
+        jnp.concatenate([ab, u[:, None]], axis=1) for ab, u in zip(t.info_ab, score_a, strict=True)
+    ]
     y, warm, ok = solve_effects(t, fe, codes, keep, rhs, warm, max_cg=max_cg, rtol=rtol)
     y_b = tuple(yy[:, :p] for yy in y)
-    cross = sum(ab.T @ yy for ab, yy in zip(t.info_ab, y))  # (p, p + 1)
+    cross = sum(ab.T @ yy for ab, yy in zip(t.info_ab, y, strict=True))  # (p, p + 1)
     info = t.info_bb - cross[:, :p]
     info = 0.5 * (info + info.T)
     eig = equilibrated_eigh(info)
     d_b, damped = safeguarded_solve(eig, t.score_b[b_free] - cross[:, p])
-    d_a = tuple(yy[:, p] - yb @ d_b for yy, yb in zip(y, y_b))
+    d_a = tuple(yy[:, p] - yb @ d_b for yy, yb in zip(y, y_b, strict=True))
     return d_b, d_a, damped, Solved(y_b, info, eig, warm, ok)
 
 
@@ -247,7 +247,7 @@ def warm_start(fe: IndexSpec, dtype) -> jax.Array:
 
 def full_score(fe: IndexSpec, t: Terms, k: int):
     u = jnp.zeros(k, t.score_b.dtype).at[np.asarray(fe.b_index, int)].set(t.score_b)
-    for s, g, ua in zip(fe.starts, fe.sizes, t.score_a):
+    for s, g, ua in zip(fe.starts, fe.sizes, t.score_a, strict=True):
         u = u.at[s : s + g].set(ua)
     return u
 
@@ -272,13 +272,13 @@ def fe_newton(
         inv = _inverse_diagonal(t, keep)
         diag_b = jnp.abs(jnp.diagonal(t.info_bb))
         jacobi = jnp.sum(t.score_b[b_free] ** 2 / jnp.where(diag_b > 0, diag_b, 1.0))
-        jacobi += sum(jnp.sum(u**2 * i) for u, i in zip(t.score_a, inv))
+        jacobi += sum(jnp.sum(u**2 * i) for u, i in zip(t.score_a, inv, strict=True))
         rtol = jnp.clip(jnp.sqrt(jacobi), FE_RTOL, _MAX_FORCING)
         d_b, d_a, damped, solved = eliminate(
             t, fe, codes, keep, carry[0].warm, max_cg=max_cg, rtol=rtol
         )
         d = jnp.zeros(k, theta.dtype).at[b_free_flat].set(d_b)
-        for s, g, da in zip(fe.starts, fe.sizes, d_a):
+        for s, g, da in zip(fe.starts, fe.sizes, d_a, strict=True):
             d = d.at[s : s + g].set(da)
         return d, damped, (solved, t)
 
@@ -301,7 +301,7 @@ def fe_newton(
 
 
 def pieces(f, fe: IndexSpec, theta, batch: Batch, chunk_size, solved: Solved, *, n_groups,
-           weight_kind, n_obs) -> Pieces:  # fmt: skip
+           weight_kind, n_obs, n_clusters=None) -> Pieces:  # fmt: skip
     """Pieces over the free b at the estimate: information S, meat and cluster sums of the
     partialled-out scores u~_i = u_bi - sum_m u_{z_m,i} Y_b,m[g_m(i)]."""
     b_index = np.asarray(fe.b_index, int)
@@ -333,4 +333,4 @@ def pieces(f, fe: IndexSpec, theta, batch: Batch, chunk_size, solved: Solved, *,
     zeros = (jnp.zeros((p, p), dtype), jnp.zeros((groups, p), dtype))
     (meat, sg), _ = _walk(chunk, batch, chunk_size, zeros, jnp.zeros((0, 0), dtype))
     nan = jnp.full((p, p), jnp.nan, dtype)
-    return Pieces(solved.info, nan, 0.5 * (meat + meat.T), sg, nan, n_obs)
+    return Pieces(solved.info, nan, 0.5 * (meat + meat.T), sg, nan, n_obs, n_clusters)

@@ -22,6 +22,7 @@ import numpy as np
 from ._accumulate import HostData, Layout, auto_chunk_size, n_devices, place, platform_of
 from ._bounds import Transforms, flat_inverse
 from ._covariance import KINDS, NEEDS, Pieces, check_kind, covariance, psd_inverse
+from ._fixed_effects import IndexSpec, check_index_data, check_rows, make_index_spec
 from ._inputs import (
     check_logpdf,
     prepare_data,
@@ -31,7 +32,6 @@ from ._inputs import (
     raise_bad_start,
     raise_nonfinite_data,
 )
-from ._fixed_effects import IndexSpec, check_index_data, check_rows, make_index_spec
 from ._many import DENSE_LIMIT, default_block, fit_program
 from ._objective import Batch, Objective
 from ._results import FitResult, embed_block, parameter_names, replace, with_handles
@@ -214,7 +214,6 @@ def _fit(
     data, n = prepare_data(data, dtype, is_traced, on_host=stream)
     weights = prepare_weights(weights, n, solve_dtype, is_traced)
     groups, n_groups = prepare_groups(groups, n_groups, n, is_traced)
-    check_logpdf(logpdf, init, data)
     driver, block, index, k_work = "dense", None, None, sum(free)
     if many is not None:
         driver, se_for, index = many
@@ -240,6 +239,7 @@ def _fit(
                 f"{len(block)} x {len(block)} covariance; name the parameters of interest with "
                 "se_for=[top-level keys of init]"
             )
+    check_logpdf(logpdf, init, data)
     if not (chunk_size is None or (isinstance(chunk_size, int) and chunk_size > 0)):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     if stream:

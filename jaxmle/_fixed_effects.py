@@ -88,13 +88,17 @@ class IndexSpec(NamedTuple):
 
     def effect_index(self) -> np.ndarray:
         """Flat positions of every effect, key by key."""
-        return np.concatenate([np.arange(s, s + g) for s, g in zip(self.starts, self.sizes)])
+        return np.concatenate(
+            [np.arange(s, s + g) for s, g in zip(self.starts, self.sizes, strict=True)]
+        )
 
 
 def make_index_spec(index, init: dict, free, spec) -> IndexSpec:
     """Validate `index` against init (host): every key a 1-D, free parameter vector."""
     if not isinstance(index, dict) or not index:
-        raise TypeError('index= must be a dict {top-level key of init: data column}, e.g. {"a": "firm"}')
+        raise TypeError(
+            'index= must be a dict {top-level key of init: data column}, e.g. {"a": "firm"}'
+        )
     if not isinstance(init, dict):
         raise TypeError("index= names top-level keys of init, so init must be a dict")
     for key, column in index.items():
@@ -105,7 +109,7 @@ def make_index_spec(index, init: dict, free, spec) -> IndexSpec:
     paths = jax.tree_util.tree_flatten_with_path(init)[0]
     leaves, b_index, starts, sizes, keys, columns = [], [], {}, {}, [], []
     flat = b_off = 0
-    for (path, leaf), shape in zip(paths, spec.shapes):
+    for (path, _), shape in zip(paths, spec.shapes, strict=True):
         key = path[0].key
         size = math.prod(shape)
         if key in index:
@@ -143,7 +147,7 @@ def check_index_data(fe: IndexSpec, data) -> None:
     """Every index column: a 1-D integer data leaf with codes in 0..G-1 (host, concrete data)."""
     if not isinstance(data, dict):
         raise TypeError("index= names data columns, so data must be a dict of arrays")
-    for key, column, size in zip(fe.keys, fe.columns, fe.sizes):
+    for key, column, size in zip(fe.keys, fe.columns, fe.sizes, strict=True):
         if column not in data:
             raise KeyError(f"index[{key!r}] names data column {column!r}, which data lacks")
         codes = data[column]
@@ -190,7 +194,7 @@ def row_logpdf(logpdf, fe: IndexSpec, treedef, compute_dtype=None):
 def row_effects(fe: IndexSpec, theta: jax.Array, data) -> jax.Array:
     """(n, m): the entry of each indexed vector that each row uses, z_i."""
     return jnp.stack(
-        [theta[s + data[c]] for s, c in zip(fe.starts, fe.columns)], axis=-1
+        [theta[s + data[c]] for s, c in zip(fe.starts, fe.columns, strict=True)], axis=-1
     )
 
 
@@ -206,7 +210,7 @@ def check_rows(logpdf, fe: IndexSpec, spec, names, theta0, data) -> None:
         ll, ll_loc, g_b, g_z = map(np.asarray, _row_check(theta, obs, logpdf, fe, spec))
     if not (np.abs(ll - ll_loc) <= 1e-8 * (1.0 + np.abs(ll))).all():
         raise ValueError(
-            f"index={dict(zip(fe.keys, fe.columns))} does not describe this log-density: on the "
+            f"index={dict(zip(fe.keys, fe.columns, strict=True))} does not describe this log-density: on the "
             "first rows, lnL differs when each indexed vector is replaced by the one entry the "
             "row's code selects. Each row must read theta[key] only as theta[key][obs[column]]"
         )
@@ -360,12 +364,8 @@ def _components(codes_e, codes_m, active, size_e, size_m):
     big = jnp.iinfo(jnp.int32).max
 
     def spread(label_e):
-        label_m = jax.ops.segment_min(
-            jnp.where(active, label_e[codes_e], big), codes_m, size_m
-        )
-        back = jax.ops.segment_min(
-            jnp.where(active, label_m[codes_m], big), codes_e, size_e
-        )
+        label_m = jax.ops.segment_min(jnp.where(active, label_e[codes_e], big), codes_m, size_m)
+        back = jax.ops.segment_min(jnp.where(active, label_m[codes_m], big), codes_e, size_e)
         return jnp.minimum(label_e, back), label_m
 
     def body(state):

@@ -72,7 +72,7 @@ def pcg(
     no = jnp.zeros(b.shape[1], bool)
 
     def cond(st):
-        x, r, p, rz, active, negative, k = st
+        *_, active, _, k = st
         return jnp.any(active) & (k < max_steps)
 
     def body(st):
@@ -179,7 +179,9 @@ def solve_block(
     """X = A^-1 [E_s, extra] by PCG: the columns of A^-1 for the block's flat indices `block`,
     and optionally A^-1 extra (the score, for the exact decrement U'A^-1 U)."""
     k = inv_diag.shape[0]
-    rhs = jnp.zeros((k, block.shape[0]), inv_diag.dtype).at[block, jnp.arange(block.shape[0])].set(1)
+    rhs = (
+        jnp.zeros((k, block.shape[0]), inv_diag.dtype).at[block, jnp.arange(block.shape[0])].set(1)
+    )
     if extra is not None:
         rhs = jnp.concatenate([rhs, extra[:, None]], axis=1)
     return pcg(product, rhs, inv_diag, rtol=rtol, max_steps=max_steps)

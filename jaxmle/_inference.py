@@ -80,9 +80,9 @@ def wald_test(res: FitResult, R, r=None, *, cov=None) -> TestResult:
 
     def one(fit):
         theta = ravel_pytree(fit.params)[0]
-        R_ = jnp.asarray(R, theta.dtype)
-        diff = R_ @ theta - jnp.asarray(r, theta.dtype)
-        stat_p = wald_form(diff, fit.on_cov(R_), cov_matrix(fit, cov), q)
+        R_ = fit.on_cov(jnp.asarray(R, theta.dtype))  # the columns `cov` covers
+        diff = R_ @ fit.on_cov(theta, check=False) - jnp.asarray(r, theta.dtype)
+        stat_p = wald_form(diff, R_, cov_matrix(fit, cov), q)
         return chi2_test(stat_p, q, "Wald", hypothesis, label, (fit,))
 
     return over_batch(one, res)

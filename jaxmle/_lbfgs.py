@@ -70,7 +70,7 @@ def lbfgs(
     eps = jnp.finfo(compute_dtype or dtype).eps
 
     def cond(carry):
-        z, state, value, decrement, n, failed_start, failed_search, at_floor = carry
+        *_, decrement, n, failed_start, failed_search, at_floor = carry
         running = (decrement > tol) & (n < max_iter)
         return running & ~failed_start & ~failed_search & ~at_floor
 
@@ -104,9 +104,7 @@ def lbfgs(
     no = jnp.asarray(False)
     start = (z0, opt.init(z0), jnp.asarray(jnp.inf, dtype), jnp.asarray(jnp.inf, dtype),
              jnp.asarray(0), no, no, no)  # fmt: skip
-    z, _, _, decrement, n, failed_start, failed_search, at_floor = lax.while_loop(
-        cond, body, start
-    )
+    z, _, _, decrement, n, failed_start, failed_search, at_floor = lax.while_loop(cond, body, start)
     theta = scale * z
     final = obj.loglik_grad(theta)  # lnL and U at the estimate, pinned entries' U included
     k = theta0.shape[0]

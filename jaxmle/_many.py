@@ -84,7 +84,7 @@ def _program(
         prep = prepare(f, index, theta0, batch, layout)
         batch = batch._replace(weights=prep.weights)
         pinned = jnp.zeros(k, bool)
-        for s, g, keep in zip(index.starts, index.sizes, prep.keep):
+        for s, g, keep in zip(index.starts, index.sizes, prep.keep, strict=True):
             pinned = pinned.at[s : s + g].set(~keep)
         theta0 = jnp.where(pinned, 0.0, theta0)
         if weight_kind == "sampling":
@@ -137,9 +137,13 @@ def _program(
             )[3]  # fmt: skip
 
     block_arr = np.asarray(block, int)
+    n_clusters = None
+    if index is not None and groups is not None:  # clusters that kept a row
+        rows = jax.ops.segment_sum((prep.weights > 0).astype(jnp.int32), groups, n_groups)
+        n_clusters = jnp.sum(rows > 0).astype(dtype)
     if index is not None:
         pieces = fen.pieces(f, index, theta_hat, batch, chunk, solved, n_groups=n_groups,
-                            weight_kind=weight_kind, n_obs=n_obs)  # fmt: skip
+                            weight_kind=weight_kind, n_obs=n_obs, n_clusters=n_clusters)  # fmt: skip
         b_flat = np.asarray(index.b_index, int)[np.asarray(index.b_free, int)]
         within = np.searchsorted(b_flat, block_arr)
         pieces = reduce_pieces(pieces, within)
@@ -167,7 +171,9 @@ def _program(
     else:  # every non-indexed parameter held (a profile refit): nothing to cover
         cov_b, cov_status = pieces.information, jnp.asarray(Status.SUCCESSFUL)
         info_status = cov_status
-    bad_groups = jnp.asarray(False) if groups is None else jnp.any((groups < 0) | (groups >= n_groups))
+    bad_groups = (
+        jnp.asarray(False) if groups is None else jnp.any((groups < 0) | (groups >= n_groups))
+    )
     status = jnp.select(
         [
             st.failed_start,
@@ -197,8 +203,12 @@ def _program(
     effects = None
     estimate = theta_hat
     if index is not None:
-        for s, g, gone, empty in zip(index.starts, index.sizes, prep.dropped, prep.empty):
-            estimate = estimate.at[s : s + g].set(jnp.where(gone | empty, jnp.nan, estimate[s : s + g]))
+        for s, g, gone, empty in zip(
+            index.starts, index.sizes, prep.dropped, prep.empty, strict=True
+        ):
+            estimate = estimate.at[s : s + g].set(
+                jnp.where(gone | empty, jnp.nan, estimate[s : s + g])
+            )
         effects = EffectsInfo(
             n_levels=jnp.asarray(index.sizes, jnp.int32),
             n_dropped=jnp.stack([jnp.sum(x) for x in prep.dropped]).astype(jnp.int32),
@@ -227,8 +237,9 @@ def _program(
         method=method,
         cov_type=cov,
         effects=effects,
+        n_clusters=n_clusters,
         block=block,
-        index=() if index is None else tuple(zip(index.keys, index.columns)),
+        index=() if index is None else tuple(zip(index.keys, index.columns, strict=True)),
     )
 
 
@@ -240,7 +251,6 @@ def _structured_inverse_diagonal(t, index, keep, k):
     b_flat = np.asarray(index.b_index, int)[np.asarray(index.b_free, int)]
     diag = jnp.abs(jnp.diagonal(t.info_bb))
     inv = inv.at[b_flat].set(jnp.where(diag > 0, 1.0 / jnp.where(diag > 0, diag, 1.0), 1.0))
-    for s, g, d, kk in zip(index.starts, index.sizes, t.info_aa, keep):
+    for s, g, d, kk in zip(index.starts, index.sizes, t.info_aa, keep, strict=True):
         inv = inv.at[s : s + g].set(jnp.where(kk & (d > 0), 1.0 / jnp.where(d > 0, d, 1.0), 0.0))
     return inv
-

@@ -221,9 +221,9 @@ class FitResult:
         """Var(theta_hat_j) from `cov` (flat index j, ravel order)."""
         return float(np.asarray(self.cov)[j, j])
 
-    def on_cov(self, g):
-        """The columns of a (q, k) restriction or Jacobian that `cov` covers (all of them here;
-        a `SubsetResult` keeps its block's)."""
+    def on_cov(self, g, check: bool = True):
+        """The entries (last axis) of a (q, k) restriction, a Jacobian or theta that `cov`
+        covers: all of them here; a `SubsetResult` keeps its block's."""
         return g
 
     # ---- covariance kinds (from the stored pieces: no refit, no data)

@@ -24,7 +24,7 @@ levels with no rows, and the reference levels set to 0 to identify two sets of a
 
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +54,7 @@ class SubsetResult(FitResult):
     """A `FitResult` whose covariance leaves cover the block `block` only (see the module)."""
 
     effects: EffectsInfo | None = None
+    n_clusters: jax.Array | None = None  # clusters with rows left (fixed effects drop rows)
     block: tuple[int, ...] = static()
     index: tuple[tuple[str, str], ...] = static(default=())
 
@@ -86,6 +87,7 @@ class SubsetResult(FitResult):
             self.score_groups,
             self.expected_information,
             self.n_obs,
+            self.n_clusters,
         )
 
     def available(self) -> dict[str, bool]:
@@ -123,11 +125,12 @@ class SubsetResult(FitResult):
         unravel = jax.flatten_util.ravel_pytree(self.params)[1]
         return replace(self, cov=cov, se=unravel(se) if se.ndim == 1 else se, cov_type=kind)
 
-    def on_cov(self, g):
-        """The columns of a (q, k) restriction or Jacobian that `cov` covers; a restriction that
-        involves a parameter outside the block has no covariance here (a plain error)."""
+    def on_cov(self, g, check: bool = True):
+        """The entries (last axis) of a (q, k) restriction, a Jacobian or theta that `cov` covers;
+        a restriction that involves a parameter outside the block has no covariance here (a plain
+        error when `check`)."""
         idx = np.asarray(self.block, int)
-        if not isinstance(g, jax.core.Tracer):
+        if check and not isinstance(g, jax.core.Tracer):
             rest = np.delete(np.asarray(g), idx, axis=-1)
             if np.any(rest != 0):
                 raise ValueError(
@@ -146,6 +149,8 @@ class SubsetResult(FitResult):
 
     def head(self) -> list[tuple[str, str]]:
         head = super().head()
+        if self.n_clusters is not None:
+            head = [(k, f"{int(self.n_clusters)}" if k == "Clusters" else v) for k, v in head]
         head.insert(4, ("Std. errors", f"{len(self.block)} of {len(self.names)} parameters"))
         if self.effects is not None:
             e = jax.tree.map(np.asarray, self.effects)
@@ -192,7 +197,7 @@ def reduce_pieces(pieces: Pieces, block: np.ndarray) -> Pieces:
     if not len(block):
         empty = jnp.zeros((0, 0), pieces.information.dtype)
         groups = jnp.zeros((pieces.score_groups.shape[0], 0), empty.dtype)
-        return Pieces(empty, empty, empty, groups, empty, pieces.n_obs)
+        return Pieces(empty, empty, empty, groups, empty, pieces.n_obs, pieces.n_clusters)
     x = jnp.linalg.solve(pieces.information, jnp.eye(k, dtype=pieces.information.dtype)[:, block])
     sigma = x[block]
     info = jnp.linalg.inv(0.5 * (sigma + sigma.T))
@@ -205,6 +210,7 @@ def reduce_pieces(pieces: Pieces, block: np.ndarray) -> Pieces:
         score_groups=pieces.score_groups @ proj,
         expected=nan,
         n_obs=pieces.n_obs,
+        n_clusters=pieces.n_clusters,
     )
 
 
@@ -237,8 +243,10 @@ def subset_of(res: FitResult, block: tuple[int, ...]) -> SubsetResult:
     position = np.cumsum(res.free) - 1
     pieces = reduce_pieces(res.pieces(), position[np.asarray(block, int)])
     cov, _ = covariance(KINDS[res.cov_type], pieces)
-    se = jnp.full(len(res.names), jnp.nan, cov.dtype).at[np.asarray(block, int)].set(
-        jnp.sqrt(jnp.diagonal(cov))
+    se = (
+        jnp.full(len(res.names), jnp.nan, cov.dtype)
+        .at[np.asarray(block, int)]
+        .set(jnp.sqrt(jnp.diagonal(cov)))
     )
     fields = {f: getattr(res, f) for f in ("params", "loglik", "score", "n_obs", "n_iter",
               "n_damped", "scaled_gradient", "status", "names", "free", "method", "cov_type")}  # fmt: skip
