@@ -130,6 +130,7 @@ def test_logit_panel_equals_pyfixest(logit_fit):
     _close(np.asarray(res.se["b"]) * np.sqrt((n - 1) / (n - k)), ref["se_default"], COV_RTOL, "se")
 
 
+@pytest.mark.slow
 def test_logit_panel_equals_the_dense_newton_fit_with_dummies(logit_panel, logit_fit):
     """The concentrated fit is the full maximum: the dense Newton fit with one dummy per kept
     level, on the kept rows (its se_for block also exercises the dense path of SubsetResult)."""
@@ -186,6 +187,7 @@ def test_males_equals_r_glm_with_person_dummies_and_pyfixest(males):
 # ---------------------------------------------------------------- methods and the generic path
 
 
+@pytest.mark.slow
 def test_lbfgs_with_index_reaches_the_same_maximum(logit_panel, logit_fit):
     _, data = logit_panel
     init = {"a": np.zeros(100), "b": np.zeros(3)}
