@@ -169,6 +169,7 @@ def test_two_way_poisson_equals_pyfixest_and_normalises_per_component(poisson_pa
     assert "reference level" in res.summary() and "dropped (constant outcome)" in res.summary()
 
 
+@pytest.mark.slow
 def test_males_equals_r_glm_with_person_dummies_and_pyfixest(males):
     _, res = males
     ref = _fixture("r_males_logit.json")
@@ -209,6 +210,7 @@ def test_newton_cg_with_index_reaches_the_same_maximum(logit_panel, logit_fit):
     _close(res.covariance("cluster"), logit_fit.covariance("cluster"), METHOD_RTOL, "cluster")
 
 
+@pytest.mark.slow
 def test_vmap_equals_a_loop_and_drops_levels_per_fit(logit_panel, logit_fit):
     _, data = logit_panel
     init = {"a": np.zeros(100), "b": np.zeros(3)}

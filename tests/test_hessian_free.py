@@ -46,6 +46,47 @@ def _close(actual, expected, rtol, what):
 
 
 @pytest.fixture(scope="module")
+def small_reference():
+    """k = 23: statsmodels Logit with one dummy per firm (the effects a first, as init ravels),
+    and the covariance block of b from the closed forms at its estimate: A = X'diag(p(1-p))X,
+    sandwich A^-1 (sum u_i u_i') A^-1, cluster A^-1 (sum s_g s_g') A^-1 G/(G-1)."""
+    import statsmodels.api as sm
+
+    data = _panel(400, 20, 3)
+    groups = np.arange(400) % 25
+    design = np.hstack([np.eye(20)[data["g"]], data["x"]])
+    est = sm.Logit(data["y"], design).fit(method="newton", tol=1e-14, maxiter=100, disp=0).params
+    p = 1 / (1 + np.exp(-design @ est))
+    inv = np.linalg.inv(design.T @ (design * (p * (1 - p))[:, None]))
+    u = design * (data["y"] - p)[:, None]
+    sg = np.stack([u[groups == c].sum(0) for c in range(25)])
+    covs = {
+        "hessian": inv,
+        "sandwich": inv @ u.T @ u @ inv,
+        "cluster": 25 / 24 * inv @ sg.T @ sg @ inv,
+    }
+    return data, groups, est, {kind: c[20:, 20:] for kind, c in covs.items()}
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "newton-cg"])
+def test_cg_covariances_equal_statsmodels_and_the_closed_forms(small_reference, method, monkeypatch):
+    """The dense limit at 10 sends this k = 23 fit down the CG covariance path (k solves with
+    information-vector products), small enough for the default run."""
+    monkeypatch.setattr(jm._fit, "DENSE_LIMIT", 10)
+    data, groups, est, covs = small_reference
+    init = {"a": np.zeros(20), "b": np.zeros(3)}
+    res = jm.fit(logit_fe, init, data, groups=groups, n_groups=25, method=method, se_for=["b"])
+    assert bool(res.converged), res.message
+    assert res.method == method and res.cov.shape == (3, 3)
+    _close(res.params["a"], est[:20], EST_RTOL, "a")
+    _close(res.params["b"], est[20:], EST_RTOL, "b")
+    for kind, expected in covs.items():
+        _close(res.covariance(kind), expected, COV_RTOL, kind)
+    assert np.isnan(np.asarray(res.se["a"])).all()
+    assert "3 of 23 parameters" in res.summary()
+
+
+@pytest.fixture(scope="module")
 def many():
     """k = 523 > DENSE_LIMIT: the block's covariance comes from CG solves with A v products; the
     structured fit (index=, exact elimination) of the same model is the reference."""
@@ -61,6 +102,7 @@ def _generic(method, data, init, groups):
     return jm.fit(logit_fe, init, data, groups=groups, n_groups=50, method=method, se_for=["b"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["lbfgs", "newton-cg"])
 def test_many_parameters_reach_the_structured_maximum_with_cg_covariances(many, method):
     data, init, groups, exact = many
@@ -74,6 +116,7 @@ def test_many_parameters_reach_the_structured_maximum_with_cg_covariances(many, 
     assert np.isnan(np.asarray(res.se["a"])).all()
 
 
+@pytest.mark.slow
 def test_lbfgs_under_vmap_equals_a_loop(many):
     data, init, groups, _ = many
     ys = np.stack([data["y"], data["y"][::-1]])
