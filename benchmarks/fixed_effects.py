@@ -12,7 +12,9 @@ Cases (simulated, fixed seeds):
            importer")`
 Each round times one warm jaxmle fit (compiled in an untimed warm-up) and one pyfixest fit, in
 alternation, so load from other processes hits both sides. The estimates are checked to agree
-(max relative difference printed). Memory: peak RSS added by one jaxmle fit of a logit panel with
+(max relative difference printed). Generic (`--cases generic`): the same logit without `index=`, by "newton-cg" and "lbfgs" on all
+parameters (SEs of b by CG solves), beside the `index=` fit: how far the generic path gets.
+Memory: peak RSS added by one jaxmle fit of a logit panel with
 `--memory-firms` firms (fresh subprocess, first call: tracing and compilation included), against
 the data's own size; and the same for pyfixest.
 """
@@ -84,6 +86,19 @@ def jaxmle_poisson(x, y, exporter, importer, levels):
     res = jm.fit(poisson_fe, init, data, index={"a": "exporter", "c": "importer"})
     assert bool(res.converged), res.message
     return np.asarray(res.params["b"])
+
+
+def jaxmle_generic(x, y, firm, g, method):
+    """The same logit without index=: the Hessian-free method on all g + 10 parameters, SEs of b
+    by CG solves with information-vector products."""
+    import jaxmle as jm
+
+    init = {"a": np.zeros(g), "b": np.zeros(x.shape[1])}
+    data = {"x": x, "y": y, "firm": firm}
+    # L-BFGS without a preconditioner needs hundreds of iterations on these effects
+    res = jm.fit(logit_fe, init, data, method=method, se_for=["b"], max_iter=5000)
+    assert bool(res.converged), res.message
+    return np.asarray(res.params["b"]), int(res.n_iter)
 
 
 def pyfixest_logit(df):
@@ -198,6 +213,8 @@ def main():
     ap.add_argument("--levels", type=int, default=1000)
     ap.add_argument("--memory-n", type=int, default=400_000)
     ap.add_argument("--memory-firms", type=int, default=20_000)
+    ap.add_argument("--generic-n", type=int, default=100_000)
+    ap.add_argument("--generic-firms", type=int, default=1000)
     ap.add_argument("--memory-child")
     ap.add_argument("--cases", default="logit,poisson,memory")
     ap.add_argument("--json")
@@ -225,6 +242,28 @@ def main():
             interleave(name, lambda: jaxmle_poisson(x, y, e, i, args.levels),
                        lambda: pyfixest_poisson(df), args.rounds)  # fmt: skip
         )
+    if "generic" in cases:  # how far the generic path (no index=) gets
+        x, y, firm = simulate_logit(args.generic_n, args.generic_firms)
+        df = pd.DataFrame({"y": y, "firm": firm, **{f"x{j}": x[:, j] for j in range(P_LOGIT)}})
+        ref = pyfixest_logit(df)[0]
+        jaxmle_logit(x, y, firm, args.generic_firms)  # compile
+        for method in ("newton-cg", "lbfgs"):
+            jaxmle_generic(x, y, firm, args.generic_firms, method)  # compile
+            t0 = time.perf_counter()
+            est, n_iter = jaxmle_generic(x, y, firm, args.generic_firms, method)
+            t = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            jaxmle_logit(x, y, firm, args.generic_firms)
+            t_index = time.perf_counter() - t0
+            diff = float(np.max(np.abs(est - ref) / np.abs(ref)))
+            print(
+                f"generic path, logit N={args.generic_n:,}, {args.generic_firms:,} firms: "
+                f"{method} (no index=, se_for=['b']) {t:.2f} s, {n_iter} iterations; index= "
+                f"{t_index:.2f} s; max rel. diff to pyfixest {diff:.1e}",
+                flush=True,
+            )
+            out["rows"].append({"case": f"generic {method}", "seconds": t, "index_seconds":
+                                t_index, "n_iter": n_iter, "max_rel_diff": diff})  # fmt: skip
     if "memory" in cases:
         out["memory"] = memory(args.memory_n, args.memory_firms)
     if args.json:
