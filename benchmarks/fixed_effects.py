@@ -12,7 +12,8 @@ Cases (simulated, fixed seeds):
            importer")`
 Each round times one warm jaxmle fit (compiled in an untimed warm-up) and one pyfixest fit, in
 alternation, so load from other processes hits both sides. The estimates are checked to agree
-(max relative difference printed). Generic (`--cases generic`): the same logit without `index=`, by "newton-cg" and "lbfgs" on all
+(max relative difference printed).
+Generic (`--cases generic`): the same logit without `index=`, by "newton-cg" and "lbfgs" on all
 parameters (SEs of b by CG solves), beside the `index=` fit: how far the generic path gets.
 Memory: peak RSS added by one jaxmle fit of a logit panel with
 `--memory-firms` firms (fresh subprocess, first call: tracing and compilation included), against
@@ -231,16 +232,24 @@ def main():
         df = pd.DataFrame({"y": y, "firm": firm, **{f"x{j}": x[:, j] for j in range(P_LOGIT)}})
         name = f"logit N={args.logit_n:,}, {args.firms:,} firm effects + {P_LOGIT} covariates"
         out["rows"].append(
-            interleave(name, lambda: jaxmle_logit(x, y, firm, args.firms),
-                       lambda: pyfixest_logit(df), args.rounds)  # fmt: skip
+            interleave(
+                name,
+                lambda: jaxmle_logit(x, y, firm, args.firms),
+                lambda: pyfixest_logit(df),
+                args.rounds,
+            )
         )
     if "poisson" in cases:
         x, y, e, i = simulate_poisson(args.poisson_n, args.levels)
         df = pd.DataFrame({"y": y, "x0": x[:, 0], "x1": x[:, 1], "exporter": e, "importer": i})
         name = f"Poisson N={args.poisson_n:,}, {args.levels:,} + {args.levels:,} effects + 2 cov."
         out["rows"].append(
-            interleave(name, lambda: jaxmle_poisson(x, y, e, i, args.levels),
-                       lambda: pyfixest_poisson(df), args.rounds)  # fmt: skip
+            interleave(
+                name,
+                lambda: jaxmle_poisson(x, y, e, i, args.levels),
+                lambda: pyfixest_poisson(df),
+                args.rounds,
+            )
         )
     if "generic" in cases:  # how far the generic path (no index=) gets
         x, y, firm = simulate_logit(args.generic_n, args.generic_firms)

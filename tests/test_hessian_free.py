@@ -69,7 +69,9 @@ def small_reference():
 
 
 @pytest.mark.parametrize("method", ["lbfgs", "newton-cg"])
-def test_cg_covariances_equal_statsmodels_and_the_closed_forms(small_reference, method, monkeypatch):
+def test_cg_covariances_equal_statsmodels_and_the_closed_forms(
+    small_reference, method, monkeypatch
+):
     """The dense limit at 10 sends this k = 23 fit down the CG covariance path (k solves with
     information-vector products), small enough for the default run."""
     monkeypatch.setattr(jm._fit, "DENSE_LIMIT", 10)
