@@ -32,6 +32,9 @@ import time
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from memory import _malloc_trim, _reset_peak, _status_kib
+
 MiB = 2**20
 P_LOGIT = 10
 
@@ -149,18 +152,8 @@ def interleave(name, ours, peer, rounds):
 # ---------------------------------------------------------------- memory (fresh subprocess)
 
 
-def _status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def memory_child(lib, n, g):
     """Peak RSS added by one fit (first call) over the RSS with the data loaded."""
-    import ctypes
-
     x, y, firm = simulate_logit(n, g, seed=3)
     if lib == "jaxmle":
         import jax  # noqa: F401
@@ -173,10 +166,10 @@ def memory_child(lib, n, g):
 
         df = pd.DataFrame({"y": y, "firm": firm, **{f"x{j}": x[:, j] for j in range(P_LOGIT)}})
         fn = lambda: pyfixest_logit(df)  # noqa: E731
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    _malloc_trim()
     base = _status_kib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+    if not _reset_peak():
+        raise SystemExit("/proc/self/clear_refs is not writable: peak RSS cannot be reset")
     t0 = time.perf_counter()
     fn()
     seconds = time.perf_counter() - t0
