@@ -194,7 +194,7 @@ def test_lbfgs_with_index_reaches_the_same_maximum(logit_panel, logit_fit):
     init = {"a": np.zeros(100), "b": np.zeros(3)}
     res = jm.fit(logit_fe, init, data, index={"a": "g"}, groups=data["g"], method="lbfgs")
     assert bool(res.converged), res.message
-    assert res.n_iter > 5  # L-BFGS, not Newton
+    assert int(res.n_iter) > 5  # L-BFGS, not Newton
     _close(res.params["b"], logit_fit.params["b"], METHOD_RTOL, "estimates")
     _close(res.cov, logit_fit.cov, METHOD_RTOL, "cov")
     assert float(res.scaled_gradient) < 1e-12
