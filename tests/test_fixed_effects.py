@@ -320,3 +320,26 @@ def test_hessian_free_methods_ask_for_se_for_when_parameters_are_many():
     init = {"a": np.zeros(g), "b": np.zeros(1)}
     with pytest.raises(ValueError, match="name the parameters of interest with se_for"):
         jm.fit(logit_fe, init, data, method="lbfgs")
+
+
+@pytest.mark.slow
+def test_profile_of_a_covariate_equals_statsmodels_with_an_offset():
+    """Profiles refit with b[0] held (another free mask through the structured fit); the
+    reference is statsmodels Logit with firm dummies and b[0] x0 as an offset."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(0)
+    n, g = 600, 30
+    x = rng.normal(size=(n, 2))
+    firm = rng.integers(0, g, n).astype(np.int32)
+    eta = x @ np.array([0.5, -0.3]) + rng.normal(size=g)[firm]
+    y = (rng.random(n) < 1 / (1 + np.exp(-eta))) * 1.0
+    init = {"a": np.zeros(g), "b": np.zeros(2)}
+    res = jm.fit(logit_fe, init, {"x": x, "y": y, "g": firm}, index={"a": "g"})
+    values = float(res.params["b"][0]) + np.array([-0.2, 0.1, 0.3])
+    design = np.hstack([np.eye(g)[firm], x[:, 1:]])
+    ref = [
+        sm.Logit(y, design, offset=v * x[:, 0]).fit(disp=0, method="newton", tol=1e-12).llf
+        for v in values
+    ]
+    np.testing.assert_allclose(jm.profile_loglik(res, "b[0]", values), ref, rtol=1e-10)
