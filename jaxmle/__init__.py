@@ -40,6 +40,7 @@ from ._profile import profile_loglik as profile_loglik
 from ._profile import profile_plot as profile_plot
 from ._results import FitResult as FitResult
 from ._status import Status as Status
+from ._subset import SubsetResult as SubsetResult
 from ._testing import TestResult as TestResult
 from ._transforms import fit_transformed as fit_transformed
 from ._transforms import to_natural as to_natural

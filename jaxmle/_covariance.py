@@ -71,7 +71,16 @@ class Rows(NamedTuple):
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["information", "opg", "meat", "score_groups", "expected", "n_obs", "rows"],
+    data_fields=[
+        "information",
+        "opg",
+        "meat",
+        "score_groups",
+        "expected",
+        "n_obs",
+        "rows",
+        "n_clusters",
+    ],
     meta_fields=["clusters", "n_coef"],
 )
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +98,8 @@ class Pieces:
     clusters      static: the number of clusters of each stacked clustering; () = one clustering
     n_coef        static: the k of small-sample factors when it is not every free parameter
                   (`jm.glm`: the coefficients, as R counts them)
+    n_clusters    G of the cluster factor when some clusters have no rows in the estimation
+                  sample (fixed-effects fits drop rows); None: every row of score_groups counts
     """
 
     information: jax.Array
@@ -100,6 +111,7 @@ class Pieces:
     rows: Rows | None = None
     clusters: tuple[int, ...] = ()
     n_coef: int | None = None
+    n_clusters: jax.Array | None = None
 
     @property
     def n_params(self) -> int:
@@ -253,7 +265,9 @@ def _cluster(p: Pieces, bread: Bread, *, cadjust=True, multi0=False, type="HC0",
             term = p.meat * ((n - k) / (n - 1) if type == "HC1" else 1.0)
         else:
             s = p.score_groups[start : start + g]
-            term = s.T @ s * (g / (g - 1) if cadjust else 1.0)
+            # one-way: count only clusters with rows left (a fixed-effects fit drops rows)
+            c = p.n_clusters if p.n_clusters is not None and len(sizes) == 1 else g
+            term = s.T @ s * (c / (c - 1) if cadjust else 1.0)
         meat, start = meat + sign * term, start + g
     if type == "HC1":
         meat = (n - 1) / (n - k) * meat

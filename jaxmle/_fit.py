@@ -31,6 +31,7 @@ from ._accumulate import (
 from ._bounds import Transforms, flat_inverse
 from ._covariance import KINDS, NEEDS, Pieces, check_kind, covariance, needs_rows, psd_inverse
 from ._dependence import prepare_clusters, prepare_time
+from ._fixed_effects import IndexSpec, check_index_data, check_rows, make_index_spec
 from ._inputs import (
     check_logpdf,
     prepare_data,
@@ -39,12 +40,14 @@ from ._inputs import (
     raise_bad_start,
     raise_nonfinite_data,
 )
+from ._many import DENSE_LIMIT, default_block, fit_program
 from ._objective import Batch, Objective
 from ._perobs import observation_rows, select_of
 from ._results import FitResult, embed_block, parameter_names, replace, with_handles
 from ._scope import float64_scope, traced
 from ._solvers import METHODS, Method, check_method, equilibrated_eigh, maximize
 from ._status import Status
+from ._subset import block_indices, subset_of
 
 PyTree = Any
 WEIGHT_KINDS = ("frequency", "sampling")
@@ -92,6 +95,8 @@ def fit(
     dtype=None,
     names: dict | None = None,
     throw: bool = False,
+    se_for: list[str] | None = None,
+    index: dict[str, str] | None = None,
 ) -> FitResult:
     """Maximum-likelihood fit of `sum_i w_i logpdf(theta, obs_i)`.
 
@@ -102,7 +107,9 @@ def fit(
         names in the table come from the pytree paths (`b0`, `b[0]`, ...).
       data: any pytree of arrays sharing the leading axis N (numpy, jax or pandas columns).
       method: "newton" (safeguarded Newton-Raphson, default), "fisher" (scoring with the expected
-        information; needs `expected`), "bhhh", or "bfgs".
+        information; needs `expected`), "bhhh", "bfgs", or, for many parameters, "lbfgs" (optax's
+        L-BFGS with its zoom line search) and "newton-cg" (truncated Newton: CG on Hessian-vector
+        products), which never form a k x k matrix.
       cov: "hessian" | "expected" | "opg" | "sandwich" (= "HC0") | "HC1" | "cluster" | "HAC" (see
         `_covariance`); every kind can be recomputed later from the result,
         `res.with_cov(kind, **options)`.
@@ -152,10 +159,31 @@ def fit(
         `names={"b": ["age", "income"]}`: `summary()`, `to_frame()` and `wald_test` strings then
         use them. A pandas Series as an init leaf is labelled by its index. Names must be unique.
       throw: raise if the fit does not succeed (under `jit`/`vmap`, via `equinox.error_if`).
+      se_for: top-level keys of init whose standard errors are wanted (the others' are NaN): the
+        covariance is computed, and stored, for that block only (a `SubsetResult`), by conjugate-
+        gradient solves with Hessian-vector products when the parameters are many. Kinds
+        "hessian", "sandwich" and "cluster". Needed by "lbfgs"/"newton-cg" beyond 500 parameters.
+      index: {top-level key of init: data column}: `theta[key]` is a vector of effects of which
+        row i uses only the entry `theta[key][obs[column]]` (fixed effects; integer codes
+        0..G-1). The fit then eliminates them (Newton with a Schur complement, as fixest
+        concentrates them out), drops levels whose outcome is constant, holds one reference level
+        per connected component of two additive sets at 0, and reports the other parameters'
+        covariance (see README, "Many parameters").
 
-    Returns a `FitResult`; under `jax.vmap` a batched one with its own status for every fit.
+    Returns a `FitResult` (a `SubsetResult` with se_for, index, "lbfgs" or "newton-cg"); under
+    `jax.vmap` a batched one with its own status for every fit.
     """
     entry = check_method(method)
+    driver = entry.driver if index is None else entry.indexed
+    if driver is None:
+        takes = tuple(m.name for m in METHODS.values() if m.indexed)
+        raise ValueError(f"method={method!r} does not take index=; use one of {takes}")
+    subset = driver != "dense" or se_for is not None or index is not None
+    if subset and cov in ("opg", "expected"):
+        raise ValueError(
+            f"cov={cov!r} needs the full k x k {cov} matrix; with se_for, index or a Hessian-free "
+            "method choose 'hessian', 'sandwich' or 'cluster'"
+        )
     if expected is None and (entry.curvature == "expected" or cov == "expected"):
         # a families Model (or a logpdf made with families.expected) carries its information
         expected = getattr(logpdf, "expected", None)
@@ -202,6 +230,7 @@ def fit(
             logpdf, init, data, groups, n_groups, weights, weight_kind, fixed, expected, entry,
             cov, max_iter, tol, chunk_size, subsample_start, devices, stream, dtype, solve_dtype,
             names, throw, is_traced, time=time, cov_options=tuple(sorted(cov_options.items())),
+            many=(driver, se_for, index) if subset else None,
         )  # fmt: skip
 
 
@@ -215,8 +244,9 @@ def default_tol(dtype) -> float:
 def _fit(
     logpdf, init, data, groups, n_groups, weights, weight_kind, fixed, expected, method, cov,
     max_iter, tol, chunk_size, subsample_start, devices, stream, dtype, solve_dtype, labels, throw,
-    is_traced, *, time=None, cov_options=(),
+    is_traced, *, time=None, cov_options=(), many=None,
 ):  # fmt: skip
+    raw_init = init
     init, free, labels = prepare_init(init, fixed, solve_dtype, labels)
     names = parameter_names(init, labels)
     leaves, treedef = jax.tree.flatten(init)
@@ -231,6 +261,31 @@ def _fit(
     weights = prepare_weights(weights, n, solve_dtype, is_traced)
     groups, n_groups, clusters = prepare_clusters(groups, n_groups, n, is_traced)
     order = prepare_time(time, n, is_traced)
+    driver, block, index, k_work = "dense", None, None, sum(free)
+    if many is not None:
+        driver, se_for, index = many
+        if index is not None:
+            if stream or devices is not None:
+                raise ValueError("index= runs on one device with the data in memory")
+            index = make_index_spec(index, init, free, spec)
+            check_index_data(index, data)
+            k_work = len(index.b_free) + index.m
+        elif driver != "dense":
+            k_work = min(sum(free), 32)
+        block = (
+            default_block(index, free) if se_for is None else block_indices(raw_init, se_for, free)
+        )
+        if index is not None and set(block) & set(index.effect_index().tolist()):
+            raise ValueError(
+                "se_for names an indexed key: its effects are concentrated out and have no "
+                "standard errors here (fit without index= for the effects' covariance)"
+            )
+        if driver != "dense" and index is None and len(block) > DENSE_LIMIT:
+            raise ValueError(
+                f"standard errors for {len(block)} parameters would need a "
+                f"{len(block)} x {len(block)} covariance; name the parameters of interest with "
+                "se_for=[top-level keys of init]"
+            )
     check_logpdf(logpdf, init, data)
     if not (chunk_size is None or (isinstance(chunk_size, int) and chunk_size > 0)):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
@@ -247,7 +302,9 @@ def _fit(
             ),
             data,
         )
-        layout = layout._replace(chunk_size=auto_chunk_size(local, sum(free), platform_of(data)))
+        layout = layout._replace(chunk_size=auto_chunk_size(local, k_work, platform_of(data)))
+    if index is not None and not is_traced:
+        check_rows(logpdf, index, spec, names, np.asarray(theta0), data)
 
     problem = Problem(
         logpdf=logpdf, spec=spec, names=names, data=data, weights=weights, groups=groups,
@@ -255,6 +312,7 @@ def _fit(
         cov=cov, max_iter=max_iter, tol=tol, subsample_start=subsample_start, layout=layout, n_rows=n,
         dtype=solve_dtype, compute_dtype=None if dtype == solve_dtype else dtype,
         clusters=clusters, order=order, cov_options=cov_options,
+        driver=driver, block=block, index=index,
     )  # fmt: skip
     res = _run(problem, theta0, free)
     if not is_traced:  # a host fit carries how it was made, for profiles and refits
@@ -302,6 +360,9 @@ class Problem:
     clusters: tuple[tuple[str, int], ...] = ()  # multi-way: (name, G) of each stacked clustering
     order: jax.Array | None = None  # the rows sorted by `time=` (HAC)
     cov_options: tuple = ()
+    driver: str = "dense"  # the loop (`Method.driver`, or `.indexed` under index=)
+    block: tuple[int, ...] | None = None  # flat indices of the covariance block (SubsetResult)
+    index: IndexSpec | None = None
 
     def replace(self, **changes) -> Problem:
         return dataclasses.replace(self, **changes)
@@ -315,17 +376,28 @@ class Problem:
 def _run(problem: Problem, theta0, free, warm: bool = False) -> FitResult:
     """Run the compiled fit; `warm`: theta0 was chosen with care (a refit), no subsample start."""
     c = problem
+    index = None if c.index is None else c.index.with_free(free)
+    block = None if c.block is None else tuple(i for i in c.block if free[i])
+    if c.driver != "dense":
+        return fit_program(
+            theta0, c.device_data, c.weights, c.groups, logpdf=c.logpdf, spec=c.spec,
+            names=c.names, free=free, method=c.method, driver=c.driver, cov=c.cov,
+            max_iter=c.max_iter, tol=c.tol, layout=c.layout, n_rows=c.n_rows,
+            n_groups=c.n_groups, weight_kind=c.weight_kind, compute_dtype=c.compute_dtype,
+            block=block, index=index, dense_cov=sum(free) <= DENSE_LIMIT,
+        )  # fmt: skip
     method = METHODS[c.method]
     stride = 1
     if c.layout.host is None and not method.quasi and c.max_iter > 0 and not warm:
         stride = subsample_stride(c.n_rows, sum(free), c.subsample_start)
-    return _fit_compiled(
+    res = _fit_compiled(
         theta0, c.device_data, c.weights, c.groups, c.order, logpdf=c.logpdf, spec=c.spec,
         names=c.names, free=free, method=method, cov=c.cov, max_iter=c.max_iter,
         tol=c.tol, layout=c.layout, n_rows=c.n_rows, n_groups=c.n_groups,
         weight_kind=c.weight_kind, compute_dtype=c.compute_dtype, expected=c.expected,
         clusters=c.clusters, cov_options=c.cov_options, stride=stride,
     )  # fmt: skip
+    return res if block is None else subset_of(res, block)
 
 
 # The automatic subsample start (see `fit`): 2% of the rows, at least this many and 50 per parameter

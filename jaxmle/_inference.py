@@ -80,8 +80,8 @@ def wald_test(res: FitResult, R, r=None, *, cov=None) -> TestResult:
 
     def one(fit):
         theta = ravel_pytree(fit.params)[0]
-        R_ = jnp.asarray(R, theta.dtype)
-        diff = R_ @ theta - jnp.asarray(r, theta.dtype)
+        R_ = fit.on_cov(jnp.asarray(R, theta.dtype))  # the columns `cov` covers
+        diff = R_ @ fit.on_cov(theta, check=False) - jnp.asarray(r, theta.dtype)
         stat_p = wald_form(diff, R_, cov_matrix(fit, cov), q)
         return chi2_test(stat_p, q, "Wald", hypothesis, label, (fit,))
 
@@ -138,7 +138,7 @@ def _wald_nonlinear(res, g, r, cov, label):
         r_ = jnp.zeros(q, val.dtype) if r is None else jnp.atleast_1d(jnp.asarray(r, val.dtype))
         if not traced(G):
             _check_jacobian(np.asarray(G), fit, name)
-        stat_p = wald_form(val - r_, G, cov_matrix(fit, cov), q)
+        stat_p = wald_form(val - r_, fit.on_cov(G), cov_matrix(fit, cov), q)
         return chi2_test(stat_p, q, "Wald (delta method)", hypothesis, label, (fit,))
 
     return over_batch(one, res)
@@ -230,7 +230,7 @@ def delta_method(res: FitResult, g: Callable[[PyTree], PyTree], *, cov=None) -> 
 
     def one(fit):
         estimate, _, G = _g_and_jacobian(fit.params, _checked_g(g))
-        c = _sandwich(G, cov_matrix(fit, cov))
+        c = _sandwich(fit.on_cov(G), cov_matrix(fit, cov))
         unravel = ravel_pytree(estimate)[1]
         return DeltaResult(
             estimate=estimate,

@@ -103,7 +103,7 @@ class _Profile:
         self.coef_u = np.asarray(flat_inverse(all_bounds, coef))
         self.u_hat = float(self.coef_u[j])
         du_dx = float(_derivatives((self.bounds,), coef[j : j + 1])[0][0])
-        se_u = float(np.sqrt(np.asarray(res.cov)[j, j])) * abs(du_dx)
+        se_u = float(np.sqrt(res.variance(j))) * abs(du_dx)
         self.se_u = se_u if np.isfinite(se_u) and se_u > 0 else 0.1 * max(1.0, abs(self.u_hat))
         self.mask = tuple(bool(f) and i != j for i, f in enumerate(res.free))
         self.loglik_hat = float(res.loglik)
@@ -283,7 +283,7 @@ def profile_plot(res: FitResult, name: str, level: float = 0.95, *, ax=None, n_p
         _, ax = plt.subplots()
     ax.plot(grid, ll, color="C0", label="profile lnL")
     x_hat = float(res.coef[prof.j])
-    se = float(np.sqrt(np.asarray(res.cov)[prof.j, prof.j]))
+    se = float(np.sqrt(res.variance(prof.j)))
     ax.plot(
         grid,
         prof.loglik_hat - 0.5 * ((grid - x_hat) / se) ** 2,

@@ -227,6 +227,15 @@ class FitResult:
         upper = jax.tree.map(lambda p, s: p + q * s, self.params, self.se)
         return lower, upper
 
+    def variance(self, j: int) -> float:
+        """Var(theta_hat_j) from `cov` (flat index j, ravel order)."""
+        return float(np.asarray(self.cov)[j, j])
+
+    def on_cov(self, g, check: bool = True):
+        """The entries (last axis) of a (q, k) restriction, a Jacobian or theta that `cov`
+        covers: all of them here; a `SubsetResult` keeps its block's."""
+        return g
+
     # ---- covariance kinds (from the stored pieces: no refit, no data)
     def pieces(self, full: bool = False) -> Pieces:
         """The stored sums over the free parameters (every parameter with `full=True`: the score

@@ -56,12 +56,21 @@ _STALL = 0.25
 @dataclasses.dataclass(frozen=True)
 class Method:
     """One solver: `curvature` names the objective pass whose matrix M gives d = M^-1 U ("none":
-    quasi-Newton, d = B U with B updated from the scores); `needs` what the model must supply."""
+    quasi-Newton, d = B U with B updated from the scores); `needs` what the model must supply.
+
+    `driver` names the loop that runs it: "dense" is `maximize` here, which forms a k x k matrix
+    at every iteration; the Hessian-free drivers ("lbfgs", "newton-cg") keep O(k) vectors and
+    leave the covariance to conjugate-gradient solves for the `se_for` block (`_many`).
+    `indexed` names the driver that runs it when `fit(index=...)` declares parameter blocks
+    indexed by a data column (`_fixed_effects`), or None where the method does not take them.
+    """
 
     name: str
     label: str
     curvature: str
     needs: tuple[str, ...] = ()
+    driver: str = "dense"
+    indexed: str | None = None
 
     @property
     def quasi(self) -> bool:
@@ -72,10 +81,24 @@ METHODS: Mapping[str, Method] = types.MappingProxyType(
     {
         m.name: m
         for m in (
-            Method("newton", "Newton-Raphson, d = (-H)^-1 U", "hessian"),
+            Method("newton", "Newton-Raphson, d = (-H)^-1 U", "hessian", indexed="fe-newton"),
             Method("fisher", "Fisher scoring, d = I^-1 U", "expected", needs=("expected",)),
             Method("bhhh", "BHHH, d = (sum w u u')^-1 U", "opg"),
             Method("bfgs", "BFGS, d = B U", "none"),
+            Method(
+                "lbfgs",
+                "L-BFGS (optax, zoom line search), d = B_m U",
+                "none",
+                driver="lbfgs",
+                indexed="lbfgs",
+            ),
+            Method(
+                "newton-cg",
+                "truncated Newton, (-H) d = U by conjugate gradients on Hv",
+                "hessian",
+                driver="newton-cg",
+                indexed="newton-cg",
+            ),
         )
     }
 )

@@ -25,6 +25,7 @@ class Status(enum.IntEnum):
     SINGULAR_WEIGHT = 10
     GEE_MAX_ITER = 11
     CORRELATION_NOT_PD = 12
+    CG_NOT_CONVERGED = 13
 
 
 MESSAGES = {
@@ -71,5 +72,9 @@ MESSAGES = {
         "the estimated working correlation is not positive definite (alpha outside the range an "
         "exchangeable, AR(1) or unstructured correlation allows): the working covariance cannot "
         "be inverted; estimates and standard errors are NaN. Try corstr='independence'"
+    ),
+    Status.CG_NOT_CONVERGED: (
+        "the conjugate-gradient solves (the fixed effects, or the standard errors of a "
+        "Hessian-free fit) did not reach their tolerance; standard errors are NaN"
     ),
 }

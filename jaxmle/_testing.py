@@ -122,7 +122,7 @@ def wald_form(diff, G, V, df):
 
 def cov_label(res: FitResult, cov) -> str:
     """Check `cov=` on the host (before any work) and name it."""
-    k = len(res.names)
+    k = np.shape(res.cov)[-1]
     if cov is None:
         return res.cov_type
     if isinstance(cov, str):
