@@ -145,15 +145,17 @@ class MixedResult(FitResult):
     @host64
     def covariance(self, kind: str, **options) -> jax.Array:
         entry = self.check_cov(kind, **options)
-        keep = np.asarray(self.free) & ~np.asarray(self.at_bound)
+        free = jnp.asarray(self.free)
 
-        def one(info, opg, meat, sg, n_obs, keep):
-            return _covariance(entry, info, opg, meat, sg, n_obs, keep)[0]
+        def one(info, opg, meat, sg, n_obs, at_bound):
+            return _covariance(entry, info, opg, meat, sg, n_obs, free & ~at_bound)[0]
 
         fn = one
-        for _ in range(len(self.batch_shape)):
+        for _ in range(len(self.batch_shape)):  # a batch from jax.vmap: one covariance per fit
             fn = jax.vmap(fn)
-        return fn(self.information, self.opg, self.meat, self.score_groups, self.n_obs, keep)
+        return fn(
+            self.information, self.opg, self.meat, self.score_groups, self.n_obs, self.at_bound
+        )
 
     def table(self, level: float = 0.95) -> dict[str, np.ndarray]:
         out = super().table(level)
@@ -574,11 +576,6 @@ def _codes(name, labels, n_groups, n, keyed):
         raise ValueError(f"n_groups={n_groups} for {name!r}, but {where} holds {g} distinct labels")
     if g < 2:
         raise ValueError(f"{where} has one level: a random effect needs at least 2 groups")
-    if g >= n:
-        raise ValueError(
-            f"{where} has {g} levels for {n} rows: with as many levels as observations the "
-            "random effect is not identified (lme4 refuses this too)"
-        )
     return jnp.asarray(codes), g, unique
 
 

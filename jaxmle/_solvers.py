@@ -66,6 +66,8 @@ _ROUNDOFF_ULPS = 64.0
 # A step that leaves more than this fraction of the scaled gradient has stopped converging (Newton
 # squares it, BHHH shrinks it by a fixed rate): at the rounding floor that marks a stall.
 _STALL = 0.25
+# Box: a Newton step whose target is within this fraction of its length from a bound goes there.
+_SNAP = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +121,7 @@ class SolverState(NamedTuple):
     failed_start: jax.Array
     failed_search: jax.Array
     at_floor: jax.Array  # converged at the rounding floor of lnL (see the module docstring)
+    snapping: jax.Array  # box: the direction lands a coordinate on its bound (take it first)
     eig: tuple  # equilibrated_eigh(matrix), reused for the covariance at the end (not for bfgs)
     last_step: jax.Array  # the accepted step that led to theta (box: how far to push back inside)
     carry: object = ()  # the evaluator's warm start (see the module docstring)
@@ -189,12 +192,12 @@ def maximize(
         B ~ M^-1 already and no decomposition."""
         if quasi:
             d = matrix @ g
-            return d, jnp.asarray(False), no_eig, g @ d
+            return d, jnp.asarray(False), no_eig, g @ d, jnp.asarray(False)
         if bounds is None:
             eig = equilibrated_eigh(matrix)
             d, damped = safeguarded_solve(eig, g)
-            return d, damped, eig, g @ d
-        return _box_direction(matrix, g, theta, last_step, bounds)
+            return d, damped, eig, g @ d, jnp.asarray(False)
+        return _box_direction(matrix, g, theta, last_step, bounds, tol)
 
     def project(x):
         return x if bounds is None else jnp.clip(x, bounds[0], bounds[1])
@@ -219,13 +222,15 @@ def maximize(
         failed_start=jnp.asarray(False),
         failed_search=jnp.asarray(False),
         at_floor=jnp.asarray(False),
+        snapping=jnp.asarray(False),
         eig=no_eig,
         last_step=jnp.zeros(k, dtype),
         carry=() if carry0 is None else carry0,
     )
 
     def cond(st):
-        running = (st.decrement > tol) & (st.n_iter < max_iter) & jnp.isfinite(st.decrement)
+        running = ((st.decrement > tol) | st.snapping) & (st.n_iter < max_iter)
+        running = running & jnp.isfinite(st.decrement)
         return ~st.started | (running & ~st.failed_start & ~st.failed_search & ~st.at_floor)
 
     def body(st):
@@ -247,7 +252,7 @@ def maximize(
             )
         else:
             matrix = ev.matrix
-        d, damped, eig, decrement = direction(matrix, ev.score, trial, trial - st.theta)
+        d, damped, eig, decrement, snapping = direction(matrix, ev.score, trial, trial - st.theta)
         # within rounding of the maximum (twice the lnL still to gain below lnL's rounding), a step
         # that no longer shrinks the scaled gradient, or a rejected one, is noise: stop there
         floor = 2.0 * slack
@@ -263,7 +268,8 @@ def maximize(
             matrix=matrix,
             direction=d,
             decrement=decrement,
-            at_floor=at_floor,
+            at_floor=at_floor & ~snapping,
+            snapping=snapping,
             step=jnp.ones((), dtype),
             n_iter=st.n_iter + st.started.astype(st.n_iter.dtype),
             n_halvings=jnp.asarray(0),
@@ -286,30 +292,41 @@ def maximize(
     return lax.while_loop(cond, body, state)
 
 
-def _box_direction(matrix, g, theta, last_step, bounds):
-    """Projected-Newton direction on the box (module docstring): (d, damped, eig, model gain).
+def _box_direction(matrix, g, theta, last_step, bounds, tol):
+    """Projected-Newton direction on the box (module docstring): (d, damped, eig, model gain,
+    snapping).
 
-    Active: on a bound with the gradient pointing out; held (identity row, zero gradient). A free
+    Active: on a bound with the gradient pointing out, or with a gradient too small to matter
+    (g_j^2 < tol M_jj) where lnL is concave along it (a maximum on the bound, as sigma = 0 of an
+    lnL even in sigma); held (identity row, zero gradient). A free
     coordinate on its bound with lnL convex along it and no gradient to move it is pushed inside
     by half its last step (at least 1e-4 max(1, |theta_j|)); the model gain of that push,
-    (1/2) |M_jj| push^2, keeps the loop from stopping there.
+    (1/2) |M_jj| push^2, keeps the loop from stopping there. A step whose target lies within
+    `_SNAP` of its length from a bound goes to the bound: Newton approaches a maximum on the
+    bound superlinearly (at sigma = 0 of an lnL even in sigma, cubically) but would never land
+    on it; `snapping` keeps the loop going until that step is taken.
     """
     lo, hi = bounds
     at_lo, at_hi = theta <= lo, theta >= hi
-    active = (at_lo & (g < 0)) | (at_hi & (g > 0))
+    curv = jnp.diagonal(matrix)
+    flat = (curv > 0) & (g**2 <= tol * curv)
+    active = (at_lo & ((g < 0) | flat)) | (at_hi & ((g > 0) | flat))
     keep = ~active
     eye = jnp.eye(theta.shape[0], dtype=matrix.dtype)
     reduced = jnp.where(keep[:, None] & keep[None, :], matrix, eye)
     g_free = jnp.where(keep, g, 0.0)
     eig = equilibrated_eigh(reduced)
     d, damped = safeguarded_solve(eig, g_free)
-    curv = jnp.diagonal(matrix)
+    d = jnp.where(active, 0.0, d)  # exactly: the eigenvectors mix rounding into held rows
     reach = jnp.maximum(0.5 * jnp.abs(last_step), 1e-4 * jnp.maximum(1.0, jnp.abs(theta)))
     push_lo = keep & at_lo & (curv < 0) & (d < reach)
     push_hi = keep & at_hi & (curv < 0) & (d > -reach)
     d = jnp.where(push_lo, reach, jnp.where(push_hi, -reach, d))
     pushed = push_lo | push_hi
+    snap_lo = keep & ~at_lo & (d < 0) & (theta + d - lo <= _SNAP * jnp.abs(d))
+    snap_hi = keep & ~at_hi & (d > 0) & (hi - theta - d <= _SNAP * jnp.abs(d))
+    d = jnp.where(snap_lo, lo - theta, jnp.where(snap_hi, hi - theta, d))
     gain = jnp.where(pushed, 0.0, g_free * d).sum() + jnp.sum(
         jnp.where(pushed, 0.5 * jnp.abs(curv) * reach**2, 0.0)
     )
-    return d, damped, eig, gain
+    return d, damped, eig, gain, jnp.any(snap_lo | snap_hi)
