@@ -76,6 +76,18 @@ class MixedSpec:
     n_groups: tuple[int, ...]
     re_names: tuple[tuple[str, ...], ...]
     n_quad: int
+    re_specs: tuple = ()  # per factor, the ParamSpec that rebuilds one group's effects
+
+    def unravel(self, f: int, flat):
+        """(G, q) flat effects of factor f as re_init's pytree with a leading (G,) axis (numpy,
+        so float64 stays float64 with JAX's 64-bit flag off)."""
+        flat, spec = np.asarray(flat), self.re_specs[f]
+        out, start = [], 0
+        for shape in spec.shapes:
+            size = math.prod(shape)
+            out.append(flat[:, start : start + size].reshape((flat.shape[0], *shape)))
+            start += size
+        return jax.tree.unflatten(spec.treedef, out)
 
     @property
     def single(self) -> bool:
@@ -129,13 +141,14 @@ class MixedResult(FitResult):
         return {f: np.arange(g) for f, g in self.n_groups.items()}
 
     def ranef(self, condvar: bool = False) -> dict:
-        """{factor: modes (G_f, *re_init shape)}, or with `condvar` {factor: (modes, SDs)}: the
-        conditional modes of the random effects and their conditional standard deviations
-        (R `ranef(m, condVar = TRUE)`; rows in `group_labels` order)."""
+        """{factor: modes}, or with `condvar` {factor: (modes, SDs)}: the conditional modes of
+        the random effects and their conditional standard deviations sqrt diag (-H_bb)^-1 (R
+        `ranef(m, condVar = TRUE)`, on the scale of the effects the user's functions take). Each
+        is re_init's pytree with a leading (G_f,) axis (rows in `group_labels` order)."""
         self._require_single("ranef")
         out = {}
-        for f in self.mixed.factors:
-            mode, sd = np.asarray(self.re_mode[f]), np.asarray(self.re_sd[f])
+        for i, f in enumerate(self.mixed.factors):
+            mode, sd = (self.mixed.unravel(i, x) for x in (self.re_mode[f], self.re_sd[f]))
             out[f] = (mode, sd) if condvar else mode
         return out
 
@@ -515,7 +528,7 @@ def fit_mixed(
         b0 = tuple(
             jnp.broadcast_to(x, (g, x.shape[0])) for x, g in zip(re_flat, counts, strict=True)
         )
-        mixed = MixedSpec(factors, qs, tuple(counts), tuple(re_names), n_quad)
+        mixed = MixedSpec(factors, qs, tuple(counts), tuple(re_names), n_quad, tuple(re_specs))
         problem = MixedProblem(
             logpdf=logpdf, spec=spec, names=param_names, data=data, weights=w, groups=None,
             n_groups=0, weight_kind="frequency", expected=None, method=entry.name, cov=cov,

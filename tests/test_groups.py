@@ -88,6 +88,7 @@ def test_clogit_matches_r(clogit_fit):
     check_against(clogit_fit, fixture("clogit_infert"))
 
 
+@pytest.mark.slow
 def test_cox_one_risk_set_matches_r(lung):
     data, _ = lung
     res = jm.fit_groups(cox_breslow, {"b": np.zeros(3)}, data, np.zeros(len(data["time"])))
@@ -128,6 +129,7 @@ def test_layout_buckets_cover_every_row_once(rng):
     assert padded <= 3 * codes.size + len(sizes)
 
 
+@pytest.mark.slow
 def test_invariant_to_row_order_and_labels(infert, clogit_fit, rng):
     data, strata = infert
     perm = rng.permutation(len(strata))
@@ -139,6 +141,7 @@ def test_invariant_to_row_order_and_labels(infert, clogit_fit, rng):
                                rtol=1e-8)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_methods_agree(infert, clogit_fit):
     data, strata = infert
     for method in ("bhhh",):
@@ -147,6 +150,7 @@ def test_methods_agree(infert, clogit_fit):
         np.testing.assert_allclose(res.coef, clogit_fit.coef, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_inference_functions(infert, clogit_fit):
     data, strata = infert
     w = jm.wald_test(clogit_fit, "b[0] = b[1]")
@@ -161,6 +165,7 @@ def test_inference_functions(infert, clogit_fit):
     assert lo < float(clogit_fit.coef[0]) < hi
 
 
+@pytest.mark.slow
 def test_vmap_over_data_sets(infert, clogit_fit):
     data, strata = infert
 
