@@ -158,17 +158,10 @@ class MixedResult(FitResult):
     @host64
     def covariance(self, kind: str, **options) -> jax.Array:
         entry = self.check_cov(kind, **options)
-        free = jnp.asarray(self.free)
-
-        def one(info, opg, meat, sg, n_obs, at_bound):
-            return _covariance(entry, info, opg, meat, sg, n_obs, free & ~at_bound)[0]
-
-        fn = one
-        for _ in range(len(self.batch_shape)):  # a batch from jax.vmap: one covariance per fit
-            fn = jax.vmap(fn)
-        return fn(
-            self.information, self.opg, self.meat, self.score_groups, self.n_obs, self.at_bound
-        )
+        return _covariance_program(
+            self.information, self.opg, self.meat, self.score_groups, self.n_obs, self.at_bound,
+            entry=entry, free=tuple(self.free), batch=len(self.batch_shape),
+        )  # fmt: skip
 
     def table(self, level: float = 0.95) -> dict[str, np.ndarray]:
         out = super().table(level)
@@ -200,6 +193,18 @@ class MixedResult(FitResult):
         lines = head_lines("Mixed model, maximum likelihood (jaxmle)", self.head())
         lines += table_lines(self.names, self.table(level), level, fixed=fixed, notes=notes)
         return "\n".join(lines)
+
+
+@partial(jax.jit, static_argnames=("entry", "free", "batch"))
+def _covariance_program(info, opg, meat, score_groups, n_obs, at_bound, *, entry, free, batch):
+    """One compiled covariance per kind; a batch from jax.vmap gives one covariance per fit."""
+
+    def one(info, opg, meat, sg, n_obs, at_bound):
+        return _covariance(entry, info, opg, meat, sg, n_obs, jnp.asarray(free) & ~at_bound)[0]
+
+    for _ in range(batch):
+        one = jax.vmap(one)
+    return one(info, opg, meat, score_groups, n_obs, at_bound)
 
 
 def _covariance(entry, info, opg, meat, score_groups, n_obs, keep):

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import mixed_models as mm
 import numpy as np
 import pytest
 
 import jaxmle as jm
-import mixed_models as mm
 from jaxmle._mixed import _mixed_compiled
 
 REF = Path(__file__).parent / "reference" / "mixed"
@@ -33,8 +33,9 @@ LOGLIK_ATOL = 1e-6
 # lme4's Laplace for the Poisson GLMM sits 5.7e-6 lnL units and ~4e-6 (relative) from glmmTMB's
 # and ours (which agree to 1e-10): lme4's PIRLS stops at its own tolerance.
 LME4_POISSON_RTOL = 2e-5
-# glmer's SEs: a finite-difference Hessian of the deviance (lme4 `deriv12`), ~1e-4 relative
-GLMER_SE_RTOL = 1e-3
+# glmer's SEs: a finite-difference Hessian of its deviance (lme4 `deriv12`) at its optimum; refitted
+# with tight tolerances they agree with the exact ones to 1.2e-6 (cbpp) and 4.3e-5 (grouseticks)
+GLMER_SE_RTOL = 1e-4
 
 
 def fixture(name):
@@ -100,7 +101,8 @@ def test_cbpp_laplace_matches_lme4(cbpp):
     assert abs(float(res.loglik) - pol["loglik"]) < LOGLIK_ATOL
     # glmer with its default optimiser stops 2.8e-4 lnL units short of the maximum
     assert float(res.loglik) > ref["lme4"]["default"]["loglik"] + 1e-4
-    # glmer's SEs come from a finite-difference Hessian: close to the exact ones, not to 1e-5
+    # glmer's SEs come from a finite-difference Hessian: close to the exact ones at a tight fit
+    # (at its default settings they differ by up to 1.3%: the Hessian is taken where bobyqa stopped)
     se = np.sqrt(np.diagonal(np.asarray(res.cov)))[:4]
     np.testing.assert_allclose(se, ref["lme4"]["bobyqa"]["se_beta"], rtol=GLMER_SE_RTOL)
 
@@ -125,7 +127,7 @@ def test_covariance_kinds_from_group_scores(cbpp):
     np.testing.assert_allclose(res.covariance("opg"), np.linalg.inv(s.T @ s), rtol=1e-8)
     np.testing.assert_allclose(res.covariance("sandwich"), a_inv @ s.T @ s @ a_inv, rtol=1e-8)
     np.testing.assert_allclose(
-        res.covariance("cluster"), res.covariance("sandwich") * 15 / 14, rtol=1e-12
+        res.covariance("cluster"), np.asarray(res.covariance("sandwich")) * 15 / 14, rtol=1e-12
     )
 
 
@@ -231,11 +233,11 @@ def test_bad_labels_and_group_counts(small):
         fit(*args, bad)
     with pytest.raises(ValueError, match=r"shape \(N,\)"):
         fit(*args, herd[:-1])
-    with pytest.raises(ValueError, match="n_groups=14 .* 15 distinct labels"):
+    with pytest.raises(ValueError, match=r"n_groups=14 .* 15 distinct labels"):
         fit(*args, herd, n_groups=14)
     with pytest.raises(ValueError, match="one level"):
         fit(*args, np.zeros(len(herd)))
-    with pytest.raises(ValueError, match="integer codes 0..G-1 and n_groups=G"):
+    with pytest.raises(ValueError, match=r"integer codes 0\.\.G-1 and n_groups=G"):
         jax.jit(lambda g: fit(*args, g).coef)(jnp.asarray(herd - 1))
 
 
@@ -257,7 +259,7 @@ def test_bad_re_init_and_options(small):
         fit(mm.binomial_logit, lambda t, u: jnp.atleast_1d(u), init, 0.0, data, herd)
     with pytest.raises(ValueError, match="quadrature points per group"):
         fit(mm.binomial_logit, mm.std_normal, init, np.zeros(5), data, herd, n_quad=8)
-    with pytest.raises(ValueError, match="n_quad > 1.* one grouping factor"):
+    with pytest.raises(ValueError, match=r"n_quad > 1.* one grouping factor"):
         fit(mm.binomial_logit, {"a": mm.std_normal, "b": mm.std_normal}, init,
             {"a": 0.0, "b": 0.0}, data, crossed, n_quad=3)  # fmt: skip
     with pytest.raises(ValueError, match="n_quad must be a positive int"):
@@ -286,6 +288,8 @@ def test_grouseticks_poisson_laplace_and_agq():
         mm.poisson_log, mm.std_normal, init, 0.0, data, groups["brood"], lower={"sigma": 0.0}
     )
     check_tmb(res, ref, GLMM_KEYS)
+    se = np.sqrt(np.diagonal(np.asarray(res.cov)))[:4]
+    np.testing.assert_allclose(se, ref["lme4"]["bobyqa"]["se_beta"], rtol=GLMER_SE_RTOL)
     pol = ref["polished"]["laplace"]
     np.testing.assert_allclose(
         flat(res, GLMM_KEYS), pol["beta"] + [pol["theta"]], rtol=LME4_POISSON_RTOL
@@ -350,7 +354,7 @@ def test_correlation_boundary_reaches_plus_one():
 
 
 @pytest.mark.slow
-def test_vmap_lr_and_profile(cbpp):
+def test_vmap_lr_and_profile(cbpp, x64):
     data, herd, init, res = cbpp
     codes = jnp.asarray(herd - 1)
 
@@ -358,7 +362,7 @@ def test_vmap_lr_and_profile(cbpp):
         return jm.fit_mixed(mm.binomial_logit, mm.std_normal, init, 0.0, {**data, "y": y},
                             codes, n_groups=15, lower={"sigma": 0.0})  # fmt: skip
 
-    ys = jnp.stack([data["y"], jnp.minimum(data["y"] + 1, data["n"])])
+    ys = np.stack([data["y"], np.minimum(data["y"] + 1, data["n"])])
     batch = jax.jit(jax.vmap(one))(ys)
     assert batch.batch_shape == (2,)
     np.testing.assert_allclose(batch[0].coef, res.coef, rtol=1e-8)

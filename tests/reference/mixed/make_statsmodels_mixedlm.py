@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import statsmodels
-import statsmodels.formula.api as smf
+import statsmodels.formula.api as smf  # noqa: F401  (used by eval(CALL))
 
 HERE = Path(__file__).parent
 df = pd.read_csv(HERE.parent / "data" / "sleepstudy.csv")
