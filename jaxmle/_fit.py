@@ -284,6 +284,19 @@ def _run_fit(problem: Problem, theta0, free) -> FitResult:
     )  # fmt: skip
 
 
+def finish(res: FitResult, problem: Problem, is_traced: bool, throw: bool, who: str) -> FitResult:
+    """The end of a fit entry point built on `Problem.run` (fit_groups, fit_mixed): the refit
+    handle on a host-side result, and `throw=True` as an error (under jit, `eqx.error_if`)."""
+    if not is_traced:
+        res = with_handles(res, _problem=problem)
+    if throw:
+        if is_traced:
+            return eqx.error_if(res, ~res.converged, f"jaxmle.{who} did not succeed")
+        if not bool(res.converged):
+            raise RuntimeError(f"jaxmle.{who}: {res.message}")
+    return res
+
+
 def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
     """Fit the same model and data again: other start values `theta0` (flat, ravel order), other
     parameters held (`free`, a tuple of bools over the flat vector; held ones stay at theta0), or

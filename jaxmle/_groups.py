@@ -42,10 +42,10 @@ import numpy as np
 
 from ._accumulate import Layout, auto_chunk_size
 from ._covariance import KINDS, check_kind
-from ._fit import ParamSpec, Problem, _full_precision, default_tol, solve
+from ._fit import ParamSpec, Problem, _full_precision, default_tol, finish, solve
 from ._inputs import prepare_data, prepare_init
 from ._objective import Batch, Objective, ScoreTerms, Terms
-from ._results import FitResult, parameter_names, with_handles
+from ._results import FitResult, parameter_names
 from ._scope import float64_scope, traced
 from ._solvers import METHODS, check_method
 
@@ -308,16 +308,7 @@ def fit_groups(
             dtype=dtype, compute_dtype=None, blocks=blocks, chunks=chunks, labels=unique,
         )  # fmt: skip
         res = problem.run(theta0, free)
-    if not is_traced:
-        res = with_handles(res, _problem=problem)
-    if throw:
-        import equinox as eqx
-
-        if is_traced:
-            return eqx.error_if(res, ~res.converged, "jaxmle.fit_groups did not succeed")
-        if not bool(res.converged):
-            raise RuntimeError(f"jaxmle.fit_groups: {res.message}")
-    return res
+    return finish(res, problem, is_traced, throw, "fit_groups")
 
 
 def _check_group_logpdf(group_logpdf, init, block) -> None:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._covariance import KINDS, CovKind, Pieces, check_kind, covariance, symmetric
-from ._fit import ParamSpec, Problem, _full_precision, default_tol
+from ._fit import ParamSpec, Problem, _full_precision, default_tol, finish
 from ._groups import factorize as factorize_labels
 from ._inputs import prepare_data, prepare_init, prepare_weights
 from ._laplace import (
@@ -41,7 +41,7 @@ from ._laplace import (
 )
 from ._laplace import terms as laplace_terms
 from ._objective import Terms
-from ._results import FitResult, parameter_names, result_class, static, with_handles
+from ._results import FitResult, parameter_names, result_class, static
 from ._scope import float64_scope, host64, traced
 from ._solvers import METHODS, check_method, maximize
 from ._status import Status
@@ -542,16 +542,7 @@ def fit_mixed(
             labels=None if is_traced else tuple(label_list), lower=lo, upper=hi, b0=b0,
         )  # fmt: skip
         res = problem.run(theta0, free)
-    if not is_traced:
-        res = with_handles(res, _problem=problem)
-    if throw:
-        import equinox as eqx
-
-        if is_traced:
-            return eqx.error_if(res, ~res.converged, "jaxmle.fit_mixed did not succeed")
-        if not bool(res.converged):
-            raise RuntimeError(f"jaxmle.fit_mixed: {res.message}")
-    return res
+    return finish(res, problem, is_traced, throw, "fit_mixed")
 
 
 class _Layout(NamedTuple):
