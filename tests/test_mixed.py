@@ -332,9 +332,10 @@ def test_sleepstudy_random_slope_matches_glmmtmb_lme4_statsmodels():
     assert abs(float(res.loglik) - ref["lme4"]["bobyqa"]["loglik"]) < LOGLIK_ATOL
     sm = fixture("sm_mixedlm_sleepstudy")
     np.testing.assert_allclose(flat(res, ("beta",)), sm["params"]["beta"], rtol=EST_RTOL)
-    # MixedLM's L-BFGS stops ~1e-6 (relative) short on the variance parameters
+    # MixedLM's L-BFGS stops where lnL is flat to 1.5e-10: its covariance entry L[1] sits 4.7e-5
+    # (relative) from glmmTMB's and ours, which agree to 1e-8
     np.testing.assert_allclose(flat(res, ("sigma", "L")),
-                               [sm["params"]["sigma"], *sm["params"]["L"]], rtol=1e-5)  # fmt: skip
+                               [sm["params"]["sigma"], *sm["params"]["L"]], rtol=1e-4)  # fmt: skip
     assert abs(float(res.loglik) - sm["loglik"]) < LOGLIK_ATOL
 
 
