@@ -18,6 +18,7 @@ from ._glm import GLMResult as GLMResult
 from ._glm import glm as glm
 from ._gmm import GMMResult as GMMResult
 from ._gmm import gmm as gmm
+from ._groups import fit_groups as fit_groups
 from ._inference import DeltaResult as DeltaResult
 from ._inference import delta_method as delta_method
 from ._inference import wald_test as wald_test
@@ -28,6 +29,8 @@ from ._lrscore import score_test as score_test
 from ._margins import MarginsResult as MarginsResult
 from ._margins import margins as margins
 from ._mcresult import MonteCarloResult as MonteCarloResult
+from ._mixed import MixedResult as MixedResult
+from ._mixed import fit_mixed as fit_mixed
 from ._modeltests import VuongResult as VuongResult
 from ._modeltests import im_test as im_test
 from ._modeltests import vuong_test as vuong_test

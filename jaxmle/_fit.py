@@ -367,6 +367,17 @@ class Problem:
     def replace(self, **changes) -> Problem:
         return dataclasses.replace(self, **changes)
 
+    def run(self, theta0, free, warm: bool = False) -> FitResult:
+        """The fit's compiled program from theta0 (flat) with `free` parameters (a subclass of
+        Problem, such as `fit_groups`' or `fit_mixed`'s, runs its own); `warm`: theta0 was chosen
+        with care (a refit: no subsample start)."""
+        return _run_fit(self, theta0, free, warm)
+
+    @property
+    def box(self) -> tuple | None:
+        """(lower, upper) flat bounds the fit keeps theta in, or None (profiles stop at them)."""
+        return None
+
     @property
     def device_data(self):
         """The data as the compiled program takes them (None when streamed from the host)."""
@@ -375,6 +386,10 @@ class Problem:
 
 def _run(problem: Problem, theta0, free, warm: bool = False) -> FitResult:
     """Run the compiled fit; `warm`: theta0 was chosen with care (a refit), no subsample start."""
+    return problem.run(theta0, free, warm=warm)
+
+
+def _run_fit(problem: Problem, theta0, free, warm: bool = False) -> FitResult:
     c = problem
     index = None if c.index is None else c.index.with_free(free)
     block = None if c.block is None else tuple(i for i in c.block if free[i])
@@ -417,6 +432,19 @@ def subsample_stride(n_rows: int, k: int, fraction: float | None) -> int:
         stride = int(n_rows // rows)
         return stride if stride >= _AUTO_MIN_STRIDE else 1
     return max(1, round(1 / fraction)) if fraction > 0 else 1
+
+
+def finish(res: FitResult, problem: Problem, is_traced: bool, throw: bool, who: str) -> FitResult:
+    """The end of a fit entry point built on `Problem.run` (fit_groups, fit_mixed): the refit
+    handle on a host-side result, and `throw=True` as an error (under jit, `eqx.error_if`)."""
+    if not is_traced:
+        res = with_handles(res, _problem=problem)
+    if throw:
+        if is_traced:
+            return eqx.error_if(res, ~res.converged, f"jaxmle.{who} did not succeed")
+        if not bool(res.converged):
+            raise RuntimeError(f"jaxmle.{who}: {res.message}")
+    return res
 
 
 def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
@@ -535,12 +563,6 @@ def _fit_compiled(
     clusters,
     cov_options,
 ) -> FitResult:
-    free_idx = np.flatnonzero(free)
-    all_free = len(free_idx) == len(free)
-
-    def embed(theta_free):
-        return theta_free if all_free else theta0.at[free_idx].set(theta_free)
-
     batch = Batch(data, weights, groups)
     unravel = spec.unravel
     if compute_dtype is not None:  # float32 log-densities and derivatives, float64 sums and solves
@@ -548,10 +570,41 @@ def _fit_compiled(
         def unravel(flat):
             return jax.tree.map(lambda x: x.astype(compute_dtype), spec.unravel(flat))
 
-    obj = Objective(logpdf, unravel, embed, batch, layout, n_groups, weight_kind, expected)
+    obj = Objective(logpdf, unravel, None, batch, layout, n_groups, weight_kind, expected)
+    n_obs = jnp.sum(weights) if (weights is not None and weight_kind == "frequency") else n_rows
+    bad_groups = (
+        jnp.asarray(False) if groups is None else jnp.any((groups < 0) | (groups >= n_groups))
+    )
+    sub_rows = 0
+    if stride > 1:
+        per_device = leading_length(data) // n_devices(layout)
+        sub_rows = n_devices(layout) * -(-per_device // stride)
+    return solve(
+        obj, theta0, free=free, spec=spec, names=names, method=method, cov=cov,
+        max_iter=max_iter, tol=tol, n_obs=n_obs, bad_groups=bad_groups, expected=expected,
+        compute_dtype=compute_dtype, stride=stride, sub_rows=sub_rows, clusters=clusters,
+        cov_options=cov_options, order=order,
+    )  # fmt: skip
+
+
+def solve(
+    obj, theta0, *, free, spec, names, method, cov, max_iter, tol, n_obs, bad_groups, expected,
+    compute_dtype, stride=1, sub_rows=0, clusters=(), cov_options=(), order=None,
+) -> FitResult:  # fmt: skip
+    """Maximise, then the covariance, status and result, for any objective with `Objective`'s
+    passes (`terms`, `newton`, `fisher`, `scores`, and `_replace(embed=...)`): `fit`'s, or the
+    sum over size buckets of `fit_groups`. Traced inside the caller's compiled program.
+    `stride > 1`: a fit to every stride-th row (`sub_rows` rows) chooses the start."""
+    free_idx = np.flatnonzero(free)
+    all_free = len(free_idx) == len(free)
+
+    def embed(theta_free):
+        return theta_free if all_free else theta0.at[free_idx].set(theta_free)
+
+    obj = obj._replace(embed=embed)
     start = theta0[free_idx]
     if stride > 1:  # a fit to every stride-th row chooses the start (see `fit`, subsample_start)
-        sub = obj._replace(layout=layout._replace(stride=stride))
+        sub = obj._replace(layout=obj.layout._replace(stride=stride))
         st0 = maximize(
             sub.terms(method.curvature), start, method=method, max_iter=max_iter, tol=tol,
             compute_dtype=compute_dtype,
@@ -569,12 +622,8 @@ def _fit_compiled(
         fallback=theta0[free_idx] if stride > 1 else None,
     )
 
-    if stride > 1:  # the subsample's estimate was the start: it converged, and lnL was finite there
-        per_device = leading_length(data) // n_devices(layout)
-        sub_rows = n_devices(layout) * -(-per_device // stride)
-        start_rows = jnp.where(sub_ok & ~st.restarted, sub_rows, 0)
-    else:
-        start_rows = jnp.asarray(0)
+    # the subsample's estimate was the start: it converged, and lnL was finite there
+    start_rows = jnp.where(sub_ok & ~st.restarted, sub_rows, 0) if stride > 1 else jnp.asarray(0)
     theta_hat = embed(st.theta)
     full = obj._replace(embed=lambda t: t)
     reuse = all_free and method.curvature == "hessian"
@@ -589,7 +638,6 @@ def _fit_compiled(
     else:
         expected_info = full.fisher(theta_hat).matrix
 
-    n_obs = jnp.sum(weights) if (weights is not None and weight_kind == "frequency") else n_rows
     n_obs = jnp.asarray(n_obs, theta0.dtype)
     pieces = Pieces(
         info_free,
@@ -611,9 +659,6 @@ def _fit_compiled(
     _, info_status = psd_inverse(info_free, info_eig)
     separated = (
         may_be_separated & jnp.isfinite(sc.loglik_probe) & (sc.loglik_probe > st.loglik - 1.0)
-    )
-    bad_groups = (
-        jnp.asarray(False) if groups is None else jnp.any((groups < 0) | (groups >= n_groups))
     )
 
     # the first condition that holds names the status (a chain of wheres: jnp.select's index

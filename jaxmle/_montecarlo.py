@@ -66,6 +66,7 @@ class _Model(NamedTuple):
     restricted_idx: tuple[int, ...]
     groups: Any
     fit_options: tuple  # sorted (name, value) pairs passed to jm.fit
+    fit: Callable | None = None  # fits one replication instead of jm.fit (a mixed model, ...)
 
 
 def monte_carlo(
@@ -90,6 +91,7 @@ def monte_carlo(
     devices: Sequence[jax.Device] | None = None,
     progress: bool = True,
     dtype=None,
+    fit: Callable | None = None,
 ) -> MonteCarloResult:
     """Simulate `n_reps` data sets from theta_true, fit each by ML, record what a study needs.
 
@@ -120,6 +122,11 @@ def monte_carlo(
         split over them in one SPMD program. On CPU, to use every core this way, start Python with
         XLA_FLAGS=--xla_force_host_platform_device_count=<cores> set before JAX is imported.
       progress: a tqdm progress bar over the batches (it shows the failed fits so far).
+      fit: `fit(init, data, *, cov, fixed, method, max_iter, tol) -> FitResult`, how one simulated
+        data set is fitted when it is not `jm.fit(logpdf, ...)`: e.g. a closure calling
+        `jm.fit_mixed` or `jm.fit_groups` with the simulated data's group codes (then pass
+        `logpdf=None`; groups, n_groups, expected, chunk_size and dtype belong to that closure).
+        Hashed by identity: pass the same function object to reuse the compiled study.
 
     Returns a `MonteCarloResult` of per-replication estimates, SEs, test statistics and statuses;
     `summary()`, `to_frame()`, `plot_distributions()` and `plot_coverage()` present them.
@@ -127,9 +134,17 @@ def monte_carlo(
     dtype = jnp.dtype("float64" if dtype is None else dtype)
     if dtype not in (jnp.dtype("float64"), jnp.dtype("float32")):
         raise ValueError(f"dtype must be float64 or float32, got {dtype}")
-    if not callable(simulate) or not callable(logpdf):
+    if not callable(simulate) or not (callable(logpdf) or callable(fit)):
         raise TypeError(
-            "simulate and logpdf must be functions: simulate(key, theta), logpdf(theta, obs)"
+            "simulate and logpdf must be functions: simulate(key, theta), logpdf(theta, obs) "
+            "(or give fit= and logpdf=None)"
+        )
+    if fit is not None and (
+        groups is not None or n_groups is not None or expected is not None
+        or chunk_size is not None
+    ):  # fmt: skip
+        raise ValueError(
+            "with fit=, groups, n_groups, expected and chunk_size belong to your fit function"
         )
     if isinstance(n_reps, bool) or not (isinstance(n_reps, int | np.integer) and n_reps >= 1):
         raise ValueError(f"n_reps must be a positive int, got {n_reps!r}")
@@ -154,14 +169,16 @@ def monte_carlo(
             raise ValueError("init must have the structure and leaf shapes of theta_true")
         fixed_values, restricted_idx = _restriction(fixed, theta_true, dtype)
         key = _as_key(key)
-        data_shape = _check_model(simulate, logpdf, theta_true, key, groups)
+        data_shape = _check_model(simulate, None if fit else logpdf, theta_true, key, groups)
         options = dict(
             method=method, n_groups=n_groups, expected=expected, max_iter=max_iter, tol=tol,
             chunk_size=chunk_size, dtype=dtype.name,
         )  # fmt: skip
+        if fit is not None:
+            options = dict(method=method, max_iter=max_iter, tol=tol)
         model = _Model(
             simulate, logpdf, covs, tuple(fixed_values), restricted_idx, groups,
-            tuple(sorted(options.items())),
+            tuple(sorted(options.items())), fit,
         )  # fmt: skip
         auto = batch_size is None
         batch_size = _batch_size(batch_size, n_reps, data_shape, len(devices))
@@ -239,8 +256,12 @@ def _batch(keys, theta_true, init, fixed_values, *, model: _Model):
 def _replicate(key, theta_true, init, fixed_values, model: _Model) -> dict:
     """One replication: simulate, fit, every covariance kind, and the test statistics."""
     data = model.simulate(key, theta_true)
-    options = dict(model.fit_options, groups=_group_codes(model.groups, data))
-    res = _fit(model.logpdf, init, data, cov=model.covs[0], **options)
+    if model.fit is None:
+        options = dict(model.fit_options, groups=_group_codes(model.groups, data))
+        fit = partial(_fit, model.logpdf)
+    else:
+        options, fit = dict(model.fit_options), model.fit
+    res = fit(init, data, cov=model.covs[0], **options)
     est = ravel_pytree(res.params)[0]
     cov = {c: res.cov if c == model.covs[0] else res.covariance(c) for c in model.covs}
     diff = est - ravel_pytree(theta_true)[0]
@@ -257,7 +278,7 @@ def _replicate(key, theta_true, init, fixed_values, model: _Model) -> dict:
         no_test = {"lr": nan, "wald_restriction": dict.fromkeys(cov, nan)}
         return out | no_test | {"restricted_status": jnp.zeros_like(res.status)}
     held = {**init, **fixed_values}
-    restricted = _fit(model.logpdf, held, data, cov="hessian", fixed=fixed_values, **options)
+    restricted = fit(held, data, cov="hessian", fixed=fixed_values, **options)
     idx = np.asarray(model.restricted_idx)
     r = est[idx] - ravel_pytree({**theta_true, **fixed_values})[0][idx]
     return out | {
@@ -353,6 +374,8 @@ def _check_model(simulate, logpdf, theta_true, key, groups):
     for p, x in flat:
         if not (jnp.issubdtype(x.dtype, jnp.number) or jnp.issubdtype(x.dtype, jnp.bool_)):
             raise TypeError(f"simulate returned data{jax.tree_util.keystr(p)} of dtype {x.dtype}")
+    if logpdf is None:  # fit= fits the replications: its own checks run when it is traced
+        return data
     row = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), data)
     try:
         out = jax.eval_shape(logpdf, theta_true, row)

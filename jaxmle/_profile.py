@@ -32,7 +32,7 @@ FLAT_RTOL = 1e-10
 PROFILE_XTOL = 1e-10
 # Refit outcomes that give a usable profile value (a singular information matrix of the others
 # leaves their maximum, hence lnL, well defined).
-_USABLE = (Status.SUCCESSFUL, Status.SINGULAR_INFORMATION)
+_USABLE = (Status.SUCCESSFUL, Status.SINGULAR_INFORMATION, Status.BOUNDARY)
 
 
 def _name_index(res: FitResult, name: str) -> int:
@@ -105,6 +105,9 @@ class _Profile:
         du_dx = float(_derivatives((self.bounds,), coef[j : j + 1])[0][0])
         se_u = float(np.sqrt(res.variance(j))) * abs(du_dx)
         self.se_u = se_u if np.isfinite(se_u) and se_u > 0 else 0.1 * max(1.0, abs(self.u_hat))
+        # a box the fit keeps theta in (fit_mixed's lower=/upper=): the profile stops at its edge
+        box = res.problem.box if transforms is None else None
+        self.box = (-math.inf, math.inf) if box is None else (float(box[0][j]), float(box[1][j]))
         self.mask = tuple(bool(f) and i != j for i, f in enumerate(res.free))
         self.loglik_hat = float(res.loglik)
         self.points: dict[float, tuple[float, np.ndarray]] = {
@@ -155,8 +158,19 @@ class _Profile:
         h = math.sqrt(2.0 * cut) * self.se_u
         t_in, prev, step = self.u_hat, self.loglik_hat, h
         where = "below" if side < 0 else "above"
+        edge = self.box[0] if side < 0 else self.box[1]
         for m in range(MAX_DOUBLINGS + 1):
             t = self.u_hat + side * step
+            if (t - edge) * side >= 0:  # the box's edge: the profile ends there
+                t = edge
+                if self(t) >= target:
+                    reach = "down to" if side < 0 else "up to"
+                    note = (
+                        f"{self.name}: the profile stays above the cut-off {reach} the bound "
+                        f"{edge:.6g} of its range (fit_mixed's lower=/upper=), the interval's end"
+                    )
+                    return t, True, note
+                break
             ll = self(t)
             if ll == -math.inf:
                 edge_in, edge_out = t_in, t
@@ -212,7 +226,8 @@ def profile_ci(res: FitResult, name: str, level: float = 0.95) -> ProfileInterva
     {t : 2 (lnL_hat - lnL_p(t)) <= chi2_{1,level}}, lnL_p(t) = max over the others of lnL with
     the parameter at t; each bound by a bracketing root search (Brent), refitting the others
     (warm-started, one compile). A side where the profile never drops below the cut-off within the
-    parameter's range is open: that end is -inf/+inf (or the bound of its transform) and `.note`
+    parameter's range is open: that end is -inf/+inf (or the bound of its transform, or of the box
+    a fit keeps it in, as a variance at 0 for `fit_mixed(lower=...)`) and `.note`
     says why. Unlike the Wald interval theta_hat -/+ z se, it is invariant to reparametrisation
     and follows a skewed likelihood. Equals R `confint(profile(m))` (MASS, bbmle
     `confint(m, method = "uniroot")`), Stata `pllf`.
@@ -226,8 +241,14 @@ def _interval(prof: _Profile, level: float) -> ProfileInterval:
     out = []
     for side in (-1, 1):
         t, is_open, note = prof.bound(side, cut)
-        value = (prof.bounds.lower if side < 0 else prof.bounds.upper) if is_open else t
-        out.append((value if is_open else prof.natural(t), is_open, note))
+        edge = prof.box[0] if side < 0 else prof.box[1]
+        if is_open and math.isfinite(edge):
+            value = edge
+        elif is_open:
+            value = prof.bounds.lower if side < 0 else prof.bounds.upper
+        else:
+            value = prof.natural(t)
+        out.append((value, is_open, note))
     notes = "; ".join([n for _, _, n in out if n] + list(dict.fromkeys(prof.notes)))
     return ProfileInterval(
         out[0][0],

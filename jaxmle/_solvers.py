@@ -24,9 +24,24 @@ level is rounding noise, and the line search would otherwise halve the step to n
 max_iter at the maximum), or, for Newton, whose g squares each step, a step no longer shrinks it.
 The status is decided after the loop.
 
+Box constraints (lower <= theta <= upper, e.g. a standard deviation or the diagonal of a Cholesky
+factor that may be exactly 0): the methods with a curvature matrix take them as projected Newton with
+an active set (Bertsekas 1982). A coordinate on its bound whose gradient points out of the box is held
+there for the step (its row and column of M replaced by the identity, its gradient by 0), the others
+take the safeguarded step, and the trial point is projected onto the box, so a boundary maximum is
+reached exactly, in finitely many steps, instead of approached by a log-scale parameter running to
+-inf. A coordinate on its bound with a zero gradient where lnL is convex along it (a stationary point
+that is a minimum in that direction, as sigma = 0 is for lnL(sigma) = lnL(-sigma) when the maximum
+is inside) is pushed back inside. Quasi-Newton keeps no matrix to reduce: it refuses bounds.
+
+Warm starts: with `carry0`, `evaluate(theta, carry) -> (Terms, carry)` threads a pytree from one
+accepted point to the next trial (the conditional modes of random effects, `_mixed`); a rejected
+trial keeps the carry of the accepted point.
+
 A method is one entry of `METHODS`: which pass of the objective supplies its curvature matrix
 ("hessian" -H, "expected" I, "opg" sum w u u', or "none" for quasi-Newton, which keeps its own B),
-and what it needs from the model. `fit` reads the entry; nothing else lists the methods.
+what it needs from the model, and whether it takes box constraints. `fit` reads the entry; nothing
+else lists the methods.
 """
 
 from __future__ import annotations
@@ -51,12 +66,15 @@ _ROUNDOFF_ULPS = 64.0
 # A step that leaves more than this fraction of the scaled gradient has stopped converging (Newton
 # squares it, BHHH shrinks it by a fixed rate): at the rounding floor that marks a stall.
 _STALL = 0.25
+# Box: a Newton step whose target is within this fraction of its length from a bound goes there.
+_SNAP = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
     """One solver: `curvature` names the objective pass whose matrix M gives d = M^-1 U ("none":
-    quasi-Newton, d = B U with B updated from the scores); `needs` what the model must supply.
+    quasi-Newton, d = B U with B updated from the scores); `needs` what the model must supply;
+    `bounds` whether it takes box constraints (projected steps with an active set).
 
     `driver` names the loop that runs it: "dense" is `maximize` here, which forms a k x k matrix
     at every iteration; the Hessian-free drivers ("lbfgs", "newton-cg") keep O(k) vectors and
@@ -71,6 +89,7 @@ class Method:
     needs: tuple[str, ...] = ()
     driver: str = "dense"
     indexed: str | None = None
+    bounds: bool = True
 
     @property
     def quasi(self) -> bool:
@@ -84,13 +103,14 @@ METHODS: Mapping[str, Method] = types.MappingProxyType(
             Method("newton", "Newton-Raphson, d = (-H)^-1 U", "hessian", indexed="fe-newton"),
             Method("fisher", "Fisher scoring, d = I^-1 U", "expected", needs=("expected",)),
             Method("bhhh", "BHHH, d = (sum w u u')^-1 U", "opg"),
-            Method("bfgs", "BFGS, d = B U", "none"),
+            Method("bfgs", "BFGS, d = B U", "none", bounds=False),
             Method(
                 "lbfgs",
                 "L-BFGS (optax, zoom line search), d = B_m U",
                 "none",
                 driver="lbfgs",
                 indexed="lbfgs",
+                bounds=False,
             ),
             Method(
                 "newton-cg",
@@ -98,6 +118,7 @@ METHODS: Mapping[str, Method] = types.MappingProxyType(
                 "hessian",
                 driver="newton-cg",
                 indexed="newton-cg",
+                bounds=False,
             ),
         )
     }
@@ -126,7 +147,10 @@ class SolverState(NamedTuple):
     failed_search: jax.Array
     at_floor: jax.Array  # converged at the rounding floor of lnL (see the module docstring)
     restarted: jax.Array  # lnL or U was not finite at theta0: started again from the fallback
+    snapping: jax.Array  # box: the direction lands a coordinate on its bound (take it first)
     eig: tuple  # equilibrated_eigh(matrix), reused for the covariance at the end (not for bfgs)
+    last_step: jax.Array  # the accepted step that led to theta (box: how far to push back inside)
+    carry: object = ()  # the evaluator's warm start (see the module docstring)
 
 
 def equilibrated_eigh(m):
@@ -176,23 +200,38 @@ def maximize(
     compute_dtype=None,
     fallback: jax.Array | None = None,
     min_iter: int = 0,
+    bounds: tuple[jax.Array, jax.Array] | None = None,
+    carry0=None,
 ) -> SolverState:
     """Run the loop from theta0; `evaluate` returns the method's Terms at a trial point, its l_i
     computed in `compute_dtype` (default theta0's), whose rounding sets the line search's slack.
     `fallback`: where to start again if lnL or U is not finite at theta0 (which then is a
     computed start, e.g. a subsample's estimate, and the fallback the user's start values).
     `min_iter` steps are taken even from a start that already meets tol (a GMM step restarted
-    from the previous step's estimate: one Newton step there is exact for linear moments)."""
+    from the previous step's estimate: one Newton step there is exact for linear moments).
+    `bounds = (lower, upper)`: (k,) vectors (+-inf where unbounded) of a box that theta0 lies in;
+    `carry0`: the first carry of `evaluate(theta, carry) -> (Terms, carry)` (module docstring).
+    """
     k = theta0.shape[0]
     dtype = theta0.dtype
     quasi = method.quasi
+    if bounds is not None and not method.bounds:
+        raise ValueError(f"method={method.name!r} does not take bounds")
 
-    def direction(matrix, g):
-        """(d, damped, decomposition of M); bfgs has B ~ M^-1 already and no decomposition."""
+    def direction(matrix, g, theta, last_step):
+        """(d, damped, decomposition of M, the model's gain along d, in U'd units); bfgs has
+        B ~ M^-1 already and no decomposition."""
         if quasi:
-            return matrix @ g, jnp.asarray(False), no_eig
-        eig = equilibrated_eigh(matrix)
-        return (*safeguarded_solve(eig, g), eig)
+            d = matrix @ g
+            return d, jnp.asarray(False), no_eig, g @ d, jnp.asarray(False)
+        if bounds is None:
+            eig = equilibrated_eigh(matrix)
+            d, damped = safeguarded_solve(eig, g)
+            return d, damped, eig, g @ d, jnp.asarray(False)
+        return _box_direction(matrix, g, theta, last_step, bounds, tol)
+
+    def project(x):
+        return x if bounds is None else jnp.clip(x, bounds[0], bounds[1])
 
     # bfgs: B at theta0; the others: a placeholder until the first evaluation supplies M
     m_init = safeguarded_inverse(initial_matrix(theta0)) if quasi else jnp.zeros((k, k), dtype)
@@ -215,17 +254,23 @@ def maximize(
         failed_search=jnp.asarray(False),
         at_floor=jnp.asarray(False),
         restarted=jnp.asarray(fallback is None),
+        snapping=jnp.asarray(False),
         eig=no_eig,
+        last_step=jnp.zeros(k, dtype),
+        carry=() if carry0 is None else carry0,
     )
 
     def cond(st):
-        running = (st.decrement > tol) | (st.n_iter < min_iter)
+        running = (st.decrement > tol) | st.snapping | (st.n_iter < min_iter)
         running &= (st.n_iter < max_iter) & jnp.isfinite(st.decrement)
         return ~st.started | (running & ~st.failed_start & ~st.failed_search & ~st.at_floor)
 
     def body(st):
-        trial = st.theta + st.step * st.direction
-        ev = evaluate(trial)
+        trial = project(st.theta + st.step * st.direction)
+        if carry0 is None:
+            ev, carry = evaluate(trial), ()
+        else:
+            ev, carry = evaluate(trial, st.carry)
         finite = jnp.isfinite(ev.loglik) & jnp.all(jnp.isfinite(ev.score))
         slack = _ROUNDOFF_ULPS * jnp.finfo(compute_dtype or dtype).eps * jnp.abs(st.loglik)
         gain_needed = _ARMIJO * st.step * st.decrement - slack
@@ -239,8 +284,7 @@ def maximize(
             )
         else:
             matrix = ev.matrix
-        d, damped, eig = direction(matrix, ev.score)
-        decrement = ev.score @ d
+        d, damped, eig, decrement, snapping = direction(matrix, ev.score, trial, trial - st.theta)
         # within rounding of the maximum (twice the lnL still to gain below lnL's rounding), a step
         # that no longer shrinks the scaled gradient, or a rejected one, is noise: stop there
         floor = 2.0 * slack
@@ -256,13 +300,16 @@ def maximize(
             matrix=matrix,
             direction=d,
             decrement=decrement,
-            at_floor=at_floor,
+            at_floor=at_floor & ~snapping,
+            snapping=snapping,
             step=jnp.ones((), dtype),
             n_iter=st.n_iter + st.started.astype(st.n_iter.dtype),
             n_halvings=jnp.asarray(0),
             n_damped=st.n_damped + damped.astype(st.n_damped.dtype),
             started=jnp.asarray(True),
             eig=eig,
+            last_step=trial - st.theta,
+            carry=carry,
         )
         restart = ~st.started & ~st.restarted
         rejected = st._replace(
@@ -278,3 +325,43 @@ def maximize(
         return jax.tree.map(lambda a, r: jnp.where(accept, a, r), accepted, rejected)
 
     return lax.while_loop(cond, body, state)
+
+
+def _box_direction(matrix, g, theta, last_step, bounds, tol):
+    """Projected-Newton direction on the box (module docstring): (d, damped, eig, model gain,
+    snapping).
+
+    Active: on a bound with the gradient pointing out, or with a gradient too small to matter
+    (g_j^2 < tol M_jj) where lnL is concave along it (a maximum on the bound, as sigma = 0 of an
+    lnL even in sigma); held (identity row, zero gradient). A free
+    coordinate on its bound with lnL convex along it and no gradient to move it is pushed inside
+    by half its last step (at least 1e-4 max(1, |theta_j|)); the model gain of that push,
+    (1/2) |M_jj| push^2, keeps the loop from stopping there. A step whose target lies within
+    `_SNAP` of its length from a bound goes to the bound: Newton approaches a maximum on the
+    bound superlinearly (at sigma = 0 of an lnL even in sigma, cubically) but would never land
+    on it; `snapping` keeps the loop going until that step is taken.
+    """
+    lo, hi = bounds
+    at_lo, at_hi = theta <= lo, theta >= hi
+    curv = jnp.diagonal(matrix)
+    flat = (curv > 0) & (g**2 <= tol * curv)
+    active = (at_lo & ((g < 0) | flat)) | (at_hi & ((g > 0) | flat))
+    keep = ~active
+    eye = jnp.eye(theta.shape[0], dtype=matrix.dtype)
+    reduced = jnp.where(keep[:, None] & keep[None, :], matrix, eye)
+    g_free = jnp.where(keep, g, 0.0)
+    eig = equilibrated_eigh(reduced)
+    d, damped = safeguarded_solve(eig, g_free)
+    d = jnp.where(active, 0.0, d)  # exactly: the eigenvectors mix rounding into held rows
+    reach = jnp.maximum(0.5 * jnp.abs(last_step), 1e-4 * jnp.maximum(1.0, jnp.abs(theta)))
+    push_lo = keep & at_lo & (curv < 0) & (d < reach)
+    push_hi = keep & at_hi & (curv < 0) & (d > -reach)
+    d = jnp.where(push_lo, reach, jnp.where(push_hi, -reach, d))
+    pushed = push_lo | push_hi
+    snap_lo = keep & ~at_lo & (d < 0) & (theta + d - lo <= _SNAP * jnp.abs(d))
+    snap_hi = keep & ~at_hi & (d > 0) & (hi - theta - d <= _SNAP * jnp.abs(d))
+    d = jnp.where(snap_lo, lo - theta, jnp.where(snap_hi, hi - theta, d))
+    gain = jnp.where(pushed, 0.0, g_free * d).sum() + jnp.sum(
+        jnp.where(pushed, 0.5 * jnp.abs(curv) * reach**2, 0.0)
+    )
+    return d, damped, eig, gain, jnp.any(snap_lo | snap_hi)

@@ -26,6 +26,8 @@ class Status(enum.IntEnum):
     GEE_MAX_ITER = 11
     CORRELATION_NOT_PD = 12
     CG_NOT_CONVERGED = 13
+    BOUNDARY = 14
+    MODE_NOT_FOUND = 15
 
 
 MESSAGES = {
@@ -76,5 +78,14 @@ MESSAGES = {
     Status.CG_NOT_CONVERGED: (
         "the conjugate-gradient solves (the fixed effects, or the standard errors of a "
         "Hessian-free fit) did not reach their tolerance; standard errors are NaN"
+    ),
+    Status.BOUNDARY: (
+        "converged on the boundary (lme4's 'boundary (singular) fit'): the parameters marked "
+        "'on its bound' (a zero variance, a correlation of +/-1) have no standard errors and the "
+        "others' are conditional on them"
+    ),
+    Status.MODE_NOT_FOUND: (
+        "failed: the conditional mode of the random effects was not found for some groups (named "
+        "in summary()), so the Laplace/quadrature log-likelihood there is not valid"
     ),
 }
