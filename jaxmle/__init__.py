@@ -12,11 +12,13 @@ from ._glm import glm as glm
 from ._inference import DeltaResult as DeltaResult
 from ._inference import delta_method as delta_method
 from ._inference import wald_test as wald_test
+from ._lmer import lmer as lmer
 from ._lrscore import ModelComparison as ModelComparison
 from ._lrscore import compare as compare
 from ._lrscore import lr_test as lr_test
 from ._lrscore import score_test as score_test
 from ._mcresult import MonteCarloResult as MonteCarloResult
+from ._merresult import MerResult as MerResult
 from ._montecarlo import monte_carlo as monte_carlo
 from ._profile import ProfileInterval as ProfileInterval
 from ._profile import profile_ci as profile_ci
