@@ -97,9 +97,9 @@ def padded_levels(n_levels: int, first: bool) -> int:
     log|I| = 0 to the deviance and nothing to the Schur complement: they cost a little work and let
     data sets of similar size share one compiled program. The first factor: the next power of two
     (at least 8) up to 1024, then the next multiple of 1/8 of a power of two (<= 12.5% padding);
-    the other factors (which size the dense block): the next multiple of 8."""
+    the other factors (which size the dense block): the next multiple of 16."""
     if not first:
-        return -(-n_levels // 8) * 8
+        return -(-n_levels // 16) * 16
     if n_levels <= 1024:
         return max(8, 1 << (n_levels - 1).bit_length())
     step = 1 << ((n_levels - 1).bit_length() - 4)

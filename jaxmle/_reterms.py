@@ -89,8 +89,9 @@ def check_grouping(terms, frame) -> None:
 
 
 def _factor(name: str, variables: tuple[str, ...], frame) -> Factor:
-    """Levels of the combinations of `variables` that occur (sorted; a pandas Categorical keeps
-    its category order), labels joined by ':' as R's interaction."""
+    """Levels of the combinations of `variables` that occur, labels joined by ':' and ordered as lme4
+    orders them (the first variable slowest; a pandas Categorical keeps its category order, other
+    values are sorted)."""
     import pandas as pd
 
     codes_each, labels_each = [], []

@@ -49,7 +49,7 @@ tight <- list(
 )
 
 digits_agree <- function(a, b) {
-  rel <- max(abs(a - b) / pmax(abs(a), abs(b), 1e-300))
+  rel <- max(abs(a - b) / pmax(abs(a), abs(b), 1e-6))
   if (rel == 0) 16 else -log10(rel)
 }
 
@@ -62,14 +62,14 @@ summarise_fit <- function(m) {
     condsd <- if (is.list(pv)) do.call(cbind, lapply(pv, function(a) sqrt(a[1, 1, ])))
               else t(sapply(seq_len(nrow(r)), function(i) sqrt(diag(pv[, , i, drop = TRUE]))))
     if (ncol(r) == 1) condsd <- matrix(sqrt(pv[1, 1, ]), ncol = 1)
-    list(levels = rownames(r), columns = colnames(r), values = unname(as.matrix(r)),
+    list(levels = I(rownames(r)), columns = I(colnames(r)), values = unname(as.matrix(r)),
          condsd = unname(as.matrix(condsd)))
   })
   names(ranefs) <- names(re)
   list(
-    fixef_names = names(fixef(m)), fixef = unname(fixef(m)),
-    se = unname(sqrt(diag(as.matrix(vcov(m))))), vcov = unname(as.matrix(vcov(m))),
-    theta = unname(getME(m, "theta")), sigma = sigma(m),
+    fixef_names = I(names(fixef(m))), fixef = I(unname(fixef(m))),
+    se = I(unname(sqrt(diag(as.matrix(vcov(m)))))), vcov = unname(as.matrix(vcov(m))),
+    theta = I(unname(getME(m, "theta"))), sigma = sigma(m),
     loglik = as.numeric(logLik(m)), df = attr(logLik(m), "df"),
     aic = AIC(m), bic = BIC(m), nobs = nobs(m),
     varcorr = list(grp = vc$grp, var1 = ifelse(is.na(vc$var1), "", vc$var1),
@@ -85,7 +85,9 @@ tmb_fit <- function(formula, data, reml) {
   list(call = sprintf("glmmTMB::glmmTMB(%s, data, REML = %s)", deparse(formula), reml),
        loglik = as.numeric(logLik(m)), fixef = unname(glmmTMB::fixef(m)$cond),
        se_fixef = unname(sqrt(diag(vcov(m)$cond))),
-       par_names = colnames(V), par = unname(m$fit$par[seq_len(ncol(V))]),
+       par_names = colnames(V),
+       # with REML = TRUE the fixed effects are integrated out and not in fit$par
+       par = unname(if (reml) c(glmmTMB::fixef(m)$cond, m$fit$par) else m$fit$par),
        se_par = unname(sqrt(diag(V))))
 }
 
@@ -107,8 +109,8 @@ models <- list(
     formula = "Reaction ~ Days + (Days + I(Days**2) | Subject)", reml = FALSE,
     data = "sleepstudy"),
   lmer_sleepstudy_weights_offset_reml = list(
-    call = "lmer(Reaction ~ Days + (1 | Subject), sleep, weights = w, offset = off, REML = TRUE)",
-    formula = "Reaction ~ Days + (1 | Subject)", reml = TRUE, data = "sleepstudy",
+    call = "lmer(Reaction ~ Days + (Days | Subject), sleep, weights = w, offset = off, REML = TRUE)",
+    formula = "Reaction ~ Days + (Days | Subject)", reml = TRUE, data = "sleepstudy",
     weights = "w", offset = "off"),
   lmer_penicillin_crossed_reml = list(
     call = "lmer(diameter ~ 1 + (1 | plate) + (1 | sample), Penicillin, REML = TRUE)",
@@ -122,6 +124,9 @@ models <- list(
   lmer_pastes_sample_batch_ml = list(
     call = "lmer(strength ~ 1 + (1 | sample) + (1 | batch), Pastes, REML = FALSE)",
     formula = "strength ~ 1 + (1 | sample) + (1 | batch)", reml = FALSE, data = "pastes"),
+  lmer_pastes_sample_cask_singular_reml = list(
+    call = "lmer(strength ~ 1 + (1 | sample) + (1 | cask), Pastes, REML = TRUE)",
+    formula = "strength ~ 1 + (1 | sample) + (1 | cask)", reml = TRUE, data = "pastes"),
   lmer_pastes_cask_singular_reml = list(
     call = "lmer(strength ~ 1 + (1 | cask), Pastes, REML = TRUE)",
     formula = "strength ~ 1 + (1 | cask)", reml = TRUE, data = "pastes"),
@@ -151,7 +156,7 @@ for (name in names(models)) {
                 weights = if (is.null(spec$weights)) "" else spec$weights,
                 offset = if (is.null(spec$offset)) "" else spec$offset,
                 versions = versions, agreement_digits = agree,
-                default_fit = list(theta = unname(getME(m0, "theta")), loglik = as.numeric(logLik(m0)))),
+                default_fit = list(theta = I(unname(getME(m0, "theta"))), loglik = as.numeric(logLik(m0)))),
            s)
   if (grepl("sleepstudy_corr", name)) {
     out$glmmTMB <- tmb_fit(Reaction ~ Days + (Days | Subject), sleep, spec$reml)
