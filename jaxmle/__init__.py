@@ -18,6 +18,8 @@ from ._lrscore import compare as compare
 from ._lrscore import lr_test as lr_test
 from ._lrscore import score_test as score_test
 from ._mcresult import MonteCarloResult as MonteCarloResult
+from ._mixed import MixedResult as MixedResult
+from ._mixed import fit_mixed as fit_mixed
 from ._montecarlo import monte_carlo as monte_carlo
 from ._profile import ProfileInterval as ProfileInterval
 from ._profile import profile_ci as profile_ci

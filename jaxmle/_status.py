@@ -21,6 +21,8 @@ class Status(enum.IntEnum):
     NOT_CONCAVE = 6
     SINGULAR_INFORMATION = 7
     BAD_GROUPS = 8
+    BOUNDARY = 9
+    MODE_NOT_FOUND = 10
 
 
 MESSAGES = {
@@ -48,5 +50,15 @@ MESSAGES = {
     Status.BAD_GROUPS: (
         "invalid cluster codes: some groups lie outside 0..n_groups-1, so their scores would be "
         "dropped from the cluster sums; cluster-robust standard errors are NaN"
+    ),
+    Status.BOUNDARY: (
+        "converged on the boundary of the parameter space (lme4's 'boundary (singular) fit'): "
+        "some parameters sit on their bounds (a zero variance, a correlation of +/-1); they have "
+        "no standard errors, the others' are conditional on them, and LR tests of them have a "
+        "chi-square mixture as null distribution, not a chi-square"
+    ),
+    Status.MODE_NOT_FOUND: (
+        "failed: the conditional mode of the random effects was not found for some groups (named "
+        "in summary()), so the Laplace/quadrature log-likelihood there is not valid"
     ),
 }
