@@ -9,6 +9,7 @@ from ._fit import attach as attach
 from ._fit import fit as fit
 from ._glm import GLMResult as GLMResult
 from ._glm import glm as glm
+from ._groups import fit_groups as fit_groups
 from ._inference import DeltaResult as DeltaResult
 from ._inference import delta_method as delta_method
 from ._inference import wald_test as wald_test
@@ -19,6 +20,8 @@ from ._lrscore import lr_test as lr_test
 from ._lrscore import score_test as score_test
 from ._mcresult import MonteCarloResult as MonteCarloResult
 from ._merresult import MerResult as MerResult
+from ._mixed import MixedResult as MixedResult
+from ._mixed import fit_mixed as fit_mixed
 from ._montecarlo import monte_carlo as monte_carlo
 from ._profile import ProfileInterval as ProfileInterval
 from ._profile import profile_ci as profile_ci

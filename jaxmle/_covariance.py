@@ -87,6 +87,10 @@ class CovKind:
 
 NEEDS = {
     "groups": "cluster ids: fit with groups=<(N,) labels>",
+    "independent_groups": (
+        "independent groups: one grouping factor (with crossed or nested factors the Laplace "
+        "approximation couples the groups, so there are no per-group scores)"
+    ),
     "expected": (
         "the model's expected information: pass expected=(predict, fisher) to fit, "
         "or fit a families model"

@@ -254,6 +254,16 @@ class Problem:
     def replace(self, **changes) -> Problem:
         return dataclasses.replace(self, **changes)
 
+    def run(self, theta0, free) -> FitResult:
+        """The fit's compiled program from theta0 (flat) with `free` parameters (a subclass of
+        Problem, such as `fit_groups`' or `fit_mixed`'s, runs its own)."""
+        return _run_fit(self, theta0, free)
+
+    @property
+    def box(self) -> tuple | None:
+        """(lower, upper) flat bounds the fit keeps theta in, or None (profiles stop at them)."""
+        return None
+
     @property
     def device_data(self):
         """The data as the compiled program takes them (None when streamed from the host)."""
@@ -261,6 +271,10 @@ class Problem:
 
 
 def _run(problem: Problem, theta0, free) -> FitResult:
+    return problem.run(theta0, free)
+
+
+def _run_fit(problem: Problem, theta0, free) -> FitResult:
     c = problem
     return _fit_compiled(
         theta0, c.device_data, c.weights, c.groups, logpdf=c.logpdf, spec=c.spec, names=c.names,
@@ -376,12 +390,6 @@ def _fit_compiled(
     expected,
     compute_dtype,
 ) -> FitResult:
-    free_idx = np.flatnonzero(free)
-    all_free = len(free_idx) == len(free)
-
-    def embed(theta_free):
-        return theta_free if all_free else theta0.at[free_idx].set(theta_free)
-
     batch = Batch(data, weights, groups)
     unravel = spec.unravel
     if compute_dtype is not None:  # float32 log-densities and derivatives, float64 sums and solves
@@ -389,7 +397,32 @@ def _fit_compiled(
         def unravel(flat):
             return jax.tree.map(lambda x: x.astype(compute_dtype), spec.unravel(flat))
 
-    obj = Objective(logpdf, unravel, embed, batch, layout, n_groups, weight_kind, expected)
+    obj = Objective(logpdf, unravel, None, batch, layout, n_groups, weight_kind, expected)
+    n_obs = jnp.sum(weights) if (weights is not None and weight_kind == "frequency") else n_rows
+    bad_groups = (
+        jnp.asarray(False) if groups is None else jnp.any((groups < 0) | (groups >= n_groups))
+    )
+    return solve(
+        obj, theta0, free=free, spec=spec, names=names, method=method, cov=cov,
+        max_iter=max_iter, tol=tol, n_obs=n_obs, bad_groups=bad_groups, expected=expected,
+        compute_dtype=compute_dtype,
+    )  # fmt: skip
+
+
+def solve(
+    obj, theta0, *, free, spec, names, method, cov, max_iter, tol, n_obs, bad_groups, expected,
+    compute_dtype,
+) -> FitResult:  # fmt: skip
+    """Maximise, then the covariance, status and result, for any objective with `Objective`'s
+    passes (`terms`, `newton`, `fisher`, `scores`, and `_replace(embed=...)`): `fit`'s, or the
+    sum over size buckets of `fit_groups`. Traced inside the caller's compiled program."""
+    free_idx = np.flatnonzero(free)
+    all_free = len(free_idx) == len(free)
+
+    def embed(theta_free):
+        return theta_free if all_free else theta0.at[free_idx].set(theta_free)
+
+    obj = obj._replace(embed=embed)
     st = maximize(
         obj.terms(method.curvature),
         theta0[free_idx],
@@ -414,7 +447,6 @@ def _fit_compiled(
     else:
         expected_info = full.fisher(theta_hat).matrix
 
-    n_obs = jnp.sum(weights) if (weights is not None and weight_kind == "frequency") else n_rows
     n_obs = jnp.asarray(n_obs, theta0.dtype)
     pieces = Pieces(
         info_free,
@@ -431,9 +463,6 @@ def _fit_compiled(
     _, info_status = psd_inverse(info_free, info_eig)
     separated = (
         may_be_separated & jnp.isfinite(sc.loglik_probe) & (sc.loglik_probe > st.loglik - 1.0)
-    )
-    bad_groups = (
-        jnp.asarray(False) if groups is None else jnp.any((groups < 0) | (groups >= n_groups))
     )
 
     status = jnp.select(

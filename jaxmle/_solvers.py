@@ -23,9 +23,24 @@ scaled gradient is below twice lnL's rounding slack and a step no longer shrinks
 (a lnL difference at that level is rounding noise, and the line search would otherwise halve the
 step to nothing and run to max_iter at the maximum). The status is decided after the loop.
 
+Box constraints (lower <= theta <= upper, e.g. a standard deviation or the diagonal of a Cholesky
+factor that may be exactly 0): the methods with a curvature matrix take them as projected Newton with
+an active set (Bertsekas 1982). A coordinate on its bound whose gradient points out of the box is held
+there for the step (its row and column of M replaced by the identity, its gradient by 0), the others
+take the safeguarded step, and the trial point is projected onto the box, so a boundary maximum is
+reached exactly, in finitely many steps, instead of approached by a log-scale parameter running to
+-inf. A coordinate on its bound with a zero gradient where lnL is convex along it (a stationary point
+that is a minimum in that direction, as sigma = 0 is for lnL(sigma) = lnL(-sigma) when the maximum
+is inside) is pushed back inside. Quasi-Newton keeps no matrix to reduce: it refuses bounds.
+
+Warm starts: with `carry0`, `evaluate(theta, carry) -> (Terms, carry)` threads a pytree from one
+accepted point to the next trial (the conditional modes of random effects, `_mixed`); a rejected
+trial keeps the carry of the accepted point.
+
 A method is one entry of `METHODS`: which pass of the objective supplies its curvature matrix
 ("hessian" -H, "expected" I, "opg" sum w u u', or "none" for quasi-Newton, which keeps its own B),
-and what it needs from the model. `fit` reads the entry; nothing else lists the methods.
+what it needs from the model, and whether it takes box constraints. `fit` reads the entry; nothing
+else lists the methods.
 """
 
 from __future__ import annotations
@@ -55,12 +70,14 @@ _STALL = 0.25
 @dataclasses.dataclass(frozen=True)
 class Method:
     """One solver: `curvature` names the objective pass whose matrix M gives d = M^-1 U ("none":
-    quasi-Newton, d = B U with B updated from the scores); `needs` what the model must supply."""
+    quasi-Newton, d = B U with B updated from the scores); `needs` what the model must supply;
+    `bounds` whether it takes box constraints (projected steps with an active set)."""
 
     name: str
     label: str
     curvature: str
     needs: tuple[str, ...] = ()
+    bounds: bool = True
 
     @property
     def quasi(self) -> bool:
@@ -74,7 +91,7 @@ METHODS: Mapping[str, Method] = types.MappingProxyType(
             Method("newton", "Newton-Raphson, d = (-H)^-1 U", "hessian"),
             Method("fisher", "Fisher scoring, d = I^-1 U", "expected", needs=("expected",)),
             Method("bhhh", "BHHH, d = (sum w u u')^-1 U", "opg"),
-            Method("bfgs", "BFGS, d = B U", "none"),
+            Method("bfgs", "BFGS, d = B U", "none", bounds=False),
         )
     }
 )
@@ -102,6 +119,8 @@ class SolverState(NamedTuple):
     failed_search: jax.Array
     at_floor: jax.Array  # converged at the rounding floor of lnL (see the module docstring)
     eig: tuple  # equilibrated_eigh(matrix), reused for the covariance at the end (not for bfgs)
+    last_step: jax.Array  # the accepted step that led to theta (box: how far to push back inside)
+    carry: object = ()  # the evaluator's warm start (see the module docstring)
 
 
 def equilibrated_eigh(m):
@@ -149,19 +168,35 @@ def maximize(
     tol: float,
     initial_matrix: Callable[[jax.Array], jax.Array] | None = None,
     compute_dtype=None,
+    bounds: tuple[jax.Array, jax.Array] | None = None,
+    carry0=None,
 ) -> SolverState:
     """Run the loop from theta0; `evaluate` returns the method's Terms at a trial point, its l_i
-    computed in `compute_dtype` (default theta0's), whose rounding sets the line search's slack."""
+    computed in `compute_dtype` (default theta0's), whose rounding sets the line search's slack.
+
+    `bounds = (lower, upper)`: (k,) vectors (+-inf where unbounded) of a box that theta0 lies in;
+    `carry0`: the first carry of `evaluate(theta, carry) -> (Terms, carry)` (module docstring).
+    """
     k = theta0.shape[0]
     dtype = theta0.dtype
     quasi = method.quasi
+    if bounds is not None and not method.bounds:
+        raise ValueError(f"method={method.name!r} does not take bounds")
 
-    def direction(matrix, g):
-        """(d, damped, decomposition of M); bfgs has B ~ M^-1 already and no decomposition."""
+    def direction(matrix, g, theta, last_step):
+        """(d, damped, decomposition of M, the model's gain along d, in U'd units); bfgs has
+        B ~ M^-1 already and no decomposition."""
         if quasi:
-            return matrix @ g, jnp.asarray(False), no_eig
-        eig = equilibrated_eigh(matrix)
-        return (*safeguarded_solve(eig, g), eig)
+            d = matrix @ g
+            return d, jnp.asarray(False), no_eig, g @ d
+        if bounds is None:
+            eig = equilibrated_eigh(matrix)
+            d, damped = safeguarded_solve(eig, g)
+            return d, damped, eig, g @ d
+        return _box_direction(matrix, g, theta, last_step, bounds)
+
+    def project(x):
+        return x if bounds is None else jnp.clip(x, bounds[0], bounds[1])
 
     # bfgs: B at theta0; the others: a placeholder until the first evaluation supplies M
     m_init = safeguarded_inverse(initial_matrix(theta0)) if quasi else jnp.zeros((k, k), dtype)
@@ -184,6 +219,8 @@ def maximize(
         failed_search=jnp.asarray(False),
         at_floor=jnp.asarray(False),
         eig=no_eig,
+        last_step=jnp.zeros(k, dtype),
+        carry=() if carry0 is None else carry0,
     )
 
     def cond(st):
@@ -191,8 +228,11 @@ def maximize(
         return ~st.started | (running & ~st.failed_start & ~st.failed_search & ~st.at_floor)
 
     def body(st):
-        trial = st.theta + st.step * st.direction
-        ev = evaluate(trial)
+        trial = project(st.theta + st.step * st.direction)
+        if carry0 is None:
+            ev, carry = evaluate(trial), ()
+        else:
+            ev, carry = evaluate(trial, st.carry)
         finite = jnp.isfinite(ev.loglik) & jnp.all(jnp.isfinite(ev.score))
         slack = _ROUNDOFF_ULPS * jnp.finfo(compute_dtype or dtype).eps * jnp.abs(st.loglik)
         gain_needed = _ARMIJO * st.step * st.decrement - slack
@@ -206,8 +246,7 @@ def maximize(
             )
         else:
             matrix = ev.matrix
-        d, damped, eig = direction(matrix, ev.score)
-        decrement = ev.score @ d
+        d, damped, eig, decrement = direction(matrix, ev.score, trial, trial - st.theta)
         # within rounding of the maximum (twice the lnL still to gain below lnL's rounding), a step
         # that no longer shrinks the scaled gradient, or a rejected one, is noise: stop there
         floor = 2.0 * slack
@@ -226,6 +265,8 @@ def maximize(
             n_damped=st.n_damped + damped.astype(st.n_damped.dtype),
             started=jnp.asarray(True),
             eig=eig,
+            last_step=trial - st.theta,
+            carry=carry,
         )
         rejected = st._replace(
             at_floor=st.started & (st.decrement <= floor),
@@ -238,3 +279,32 @@ def maximize(
         return jax.tree.map(lambda a, r: jnp.where(accept, a, r), accepted, rejected)
 
     return lax.while_loop(cond, body, state)
+
+
+def _box_direction(matrix, g, theta, last_step, bounds):
+    """Projected-Newton direction on the box (module docstring): (d, damped, eig, model gain).
+
+    Active: on a bound with the gradient pointing out; held (identity row, zero gradient). A free
+    coordinate on its bound with lnL convex along it and no gradient to move it is pushed inside
+    by half its last step (at least 1e-4 max(1, |theta_j|)); the model gain of that push,
+    (1/2) |M_jj| push^2, keeps the loop from stopping there.
+    """
+    lo, hi = bounds
+    at_lo, at_hi = theta <= lo, theta >= hi
+    active = (at_lo & (g < 0)) | (at_hi & (g > 0))
+    keep = ~active
+    eye = jnp.eye(theta.shape[0], dtype=matrix.dtype)
+    reduced = jnp.where(keep[:, None] & keep[None, :], matrix, eye)
+    g_free = jnp.where(keep, g, 0.0)
+    eig = equilibrated_eigh(reduced)
+    d, damped = safeguarded_solve(eig, g_free)
+    curv = jnp.diagonal(matrix)
+    reach = jnp.maximum(0.5 * jnp.abs(last_step), 1e-4 * jnp.maximum(1.0, jnp.abs(theta)))
+    push_lo = keep & at_lo & (curv < 0) & (d < reach)
+    push_hi = keep & at_hi & (curv < 0) & (d > -reach)
+    d = jnp.where(push_lo, reach, jnp.where(push_hi, -reach, d))
+    pushed = push_lo | push_hi
+    gain = jnp.where(pushed, 0.0, g_free * d).sum() + jnp.sum(
+        jnp.where(pushed, 0.5 * jnp.abs(curv) * reach**2, 0.0)
+    )
+    return d, damped, eig, gain

@@ -50,10 +50,12 @@ def table_lines(
     *,
     fixed: Sequence[bool] | None = None,
     sections: Mapping[int, str] | None = None,
+    notes: Mapping[int, str] | None = None,
 ) -> list[str]:
     """The printed coefficient table: header, one row per name (or `(fixed)`), rules.
 
-    `sections` puts a heading line before row i (a GLM's extra parameter, a model's blocks).
+    `sections` puts a heading line before row i (a GLM's extra parameter, a model's blocks);
+    `notes` prints row i's estimate with a word in place of its inference (`(on its bound)`).
     """
     width = max(12, *(len(n) for n in names)) + 1 if names else 13
     lo, hi = (1 - level) / 2, (1 + level) / 2
@@ -65,8 +67,9 @@ def table_lines(
     for i, name in enumerate(names):
         if sections and i in sections:
             lines.append(sections[i])
-        if fixed is not None and fixed[i]:
-            lines.append(f"{name:<{width}}{t['estimate'][i]:>12.6g}   (fixed)")
+        note = "fixed" if fixed is not None and fixed[i] else (notes or {}).get(i)
+        if note:
+            lines.append(f"{name:<{width}}{t['estimate'][i]:>12.6g}   ({note})")
             continue
         lines.append(
             f"{name:<{width}}{t['estimate'][i]:>12.6g}{t['std_err'][i]:>12.6g}"
