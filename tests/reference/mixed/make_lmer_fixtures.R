@@ -3,7 +3,7 @@
 # Run from the repository root:
 #     Rscript tests/reference/mixed/make_lmer_fixtures.R
 #
-# Writes tests/reference/data/{sleepstudy,penicillin,pastes}.csv (the datasets lme4 ships; sleepstudy
+# Writes tests/reference/data/lmer_{sleepstudy,penicillin,pastes,dyestuff2,simulated_cor1}.csv (the datasets lme4 ships; sleepstudy
 # with two derived columns for the weights/offset fit) and tests/reference/mixed/lmer_*.json.
 #
 # lmer's default optimiser stops when its own tolerance is met, which leaves theta a few units in the
@@ -29,10 +29,10 @@ if (has_tmb) versions$glmmTMB <- as.character(packageVersion("glmmTMB"))
 sleep <- sleepstudy
 sleep$w <- 1 + (sleep$Days %% 3) / 2          # precision weights for the weighted fit
 sleep$off <- 0.5 * sleep$Days                 # an offset
-write.csv(sleep, file.path(data_dir, "sleepstudy.csv"), row.names = FALSE)
-write.csv(Penicillin, file.path(data_dir, "penicillin.csv"), row.names = FALSE)
-write.csv(Pastes, file.path(data_dir, "pastes.csv"), row.names = FALSE)
-write.csv(Dyestuff2, file.path(data_dir, "dyestuff2.csv"), row.names = FALSE)
+write.csv(sleep, file.path(data_dir, "lmer_sleepstudy.csv"), row.names = FALSE)
+write.csv(Penicillin, file.path(data_dir, "lmer_penicillin.csv"), row.names = FALSE)
+write.csv(Pastes, file.path(data_dir, "lmer_pastes.csv"), row.names = FALSE)
+write.csv(Dyestuff2, file.path(data_dir, "lmer_dyestuff2.csv"), row.names = FALSE)
 # a simulated boundary fit with a correlation of +1 (slopes proportional to intercepts)
 set.seed(1)
 sim <- data.frame(g = factor(rep(seq_len(30), each = 6)), x = rep(seq(0, 1, length = 6), 30))
@@ -94,45 +94,45 @@ tmb_fit <- function(formula, data, reml) {
 models <- list(
   lmer_sleepstudy_corr_reml = list(
     call = "lmer(Reaction ~ Days + (Days | Subject), sleep, REML = TRUE)",
-    formula = "Reaction ~ Days + (Days | Subject)", reml = TRUE, data = "sleepstudy"),
+    formula = "Reaction ~ Days + (Days | Subject)", reml = TRUE, data = "lmer_sleepstudy"),
   lmer_sleepstudy_corr_ml = list(
     call = "lmer(Reaction ~ Days + (Days | Subject), sleep, REML = FALSE)",
-    formula = "Reaction ~ Days + (Days | Subject)", reml = FALSE, data = "sleepstudy"),
+    formula = "Reaction ~ Days + (Days | Subject)", reml = FALSE, data = "lmer_sleepstudy"),
   lmer_sleepstudy_uncorr_reml = list(
     call = "lmer(Reaction ~ Days + (Days || Subject), sleep, REML = TRUE)",
-    formula = "Reaction ~ Days + (Days || Subject)", reml = TRUE, data = "sleepstudy"),
+    formula = "Reaction ~ Days + (Days || Subject)", reml = TRUE, data = "lmer_sleepstudy"),
   lmer_sleepstudy_uncorr_ml = list(
     call = "lmer(Reaction ~ Days + (Days || Subject), sleep, REML = FALSE)",
-    formula = "Reaction ~ Days + (Days || Subject)", reml = FALSE, data = "sleepstudy"),
+    formula = "Reaction ~ Days + (Days || Subject)", reml = FALSE, data = "lmer_sleepstudy"),
   lmer_sleepstudy_quadratic_ml = list(
     call = "lmer(Reaction ~ Days + (Days + I(Days^2) | Subject), sleep, REML = FALSE)",
     formula = "Reaction ~ Days + (Days + I(Days**2) | Subject)", reml = FALSE,
-    data = "sleepstudy"),
+    data = "lmer_sleepstudy"),
   lmer_sleepstudy_weights_offset_reml = list(
     call = "lmer(Reaction ~ Days + (Days | Subject), sleep, weights = w, offset = off, REML = TRUE)",
-    formula = "Reaction ~ Days + (Days | Subject)", reml = TRUE, data = "sleepstudy",
+    formula = "Reaction ~ Days + (Days | Subject)", reml = TRUE, data = "lmer_sleepstudy",
     weights = "w", offset = "off"),
   lmer_penicillin_crossed_reml = list(
     call = "lmer(diameter ~ 1 + (1 | plate) + (1 | sample), Penicillin, REML = TRUE)",
-    formula = "diameter ~ 1 + (1 | plate) + (1 | sample)", reml = TRUE, data = "penicillin"),
+    formula = "diameter ~ 1 + (1 | plate) + (1 | sample)", reml = TRUE, data = "lmer_penicillin"),
   lmer_penicillin_crossed_ml = list(
     call = "lmer(diameter ~ 1 + (1 | plate) + (1 | sample), Penicillin, REML = FALSE)",
-    formula = "diameter ~ 1 + (1 | plate) + (1 | sample)", reml = FALSE, data = "penicillin"),
+    formula = "diameter ~ 1 + (1 | plate) + (1 | sample)", reml = FALSE, data = "lmer_penicillin"),
   lmer_pastes_nested_reml = list(
     call = "lmer(strength ~ 1 + (1 | batch/cask), Pastes, REML = TRUE)",
-    formula = "strength ~ 1 + (1 | batch/cask)", reml = TRUE, data = "pastes"),
+    formula = "strength ~ 1 + (1 | batch/cask)", reml = TRUE, data = "lmer_pastes"),
   lmer_pastes_sample_batch_ml = list(
     call = "lmer(strength ~ 1 + (1 | sample) + (1 | batch), Pastes, REML = FALSE)",
-    formula = "strength ~ 1 + (1 | sample) + (1 | batch)", reml = FALSE, data = "pastes"),
+    formula = "strength ~ 1 + (1 | sample) + (1 | batch)", reml = FALSE, data = "lmer_pastes"),
   lmer_pastes_sample_cask_singular_reml = list(
     call = "lmer(strength ~ 1 + (1 | sample) + (1 | cask), Pastes, REML = TRUE)",
-    formula = "strength ~ 1 + (1 | sample) + (1 | cask)", reml = TRUE, data = "pastes"),
+    formula = "strength ~ 1 + (1 | sample) + (1 | cask)", reml = TRUE, data = "lmer_pastes"),
   lmer_pastes_cask_singular_reml = list(
     call = "lmer(strength ~ 1 + (1 | cask), Pastes, REML = TRUE)",
-    formula = "strength ~ 1 + (1 | cask)", reml = TRUE, data = "pastes"),
+    formula = "strength ~ 1 + (1 | cask)", reml = TRUE, data = "lmer_pastes"),
   lmer_dyestuff2_singular_reml = list(
     call = "lmer(Yield ~ 1 + (1 | Batch), Dyestuff2, REML = TRUE)",
-    formula = "Yield ~ 1 + (1 | Batch)", reml = TRUE, data = "dyestuff2"),
+    formula = "Yield ~ 1 + (1 | Batch)", reml = TRUE, data = "lmer_dyestuff2"),
   lmer_simulated_cor1_singular_reml = list(
     call = "lmer(y ~ x + (x | g), sim, REML = TRUE)",
     formula = "y ~ x + (x | g)", reml = TRUE, data = "lmer_simulated_cor1")

@@ -25,14 +25,14 @@ m = md.fit(reml={reml}, start_params=m0.params, method="bfgs", gtol=1e-6, maxite
 
 
 def main():
-    df = pd.read_csv(ROOT / "data" / "sleepstudy.csv")
+    df = pd.read_csv(ROOT / "data" / "lmer_sleepstudy.csv")
     for reml in (True, False):
         env = {"smf": smf, "df": df}
         exec(COMMANDS.format(reml=reml), env)
         m = env["m"]
         out = {
             "name": f"lmer_sm_sleepstudy_{'reml' if reml else 'ml'}",
-            "dataset": "data/sleepstudy.csv",
+            "dataset": "data/lmer_sleepstudy.csv",
             "formula": "Reaction ~ Days + (Days | Subject)",
             "reml": reml,
             "commands": COMMANDS.format(reml=reml),
