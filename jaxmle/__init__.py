@@ -9,6 +9,8 @@ from ._fit import attach as attach
 from ._fit import fit as fit
 from ._glm import GLMResult as GLMResult
 from ._glm import glm as glm
+from ._glmer import glmer as glmer
+from ._glmer import glmer_nb as glmer_nb
 from ._groups import fit_groups as fit_groups
 from ._inference import DeltaResult as DeltaResult
 from ._inference import delta_method as delta_method
