@@ -23,12 +23,10 @@ import math
 from collections import OrderedDict
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from ._laplace import Data
-from ._laplace import factorize as laplace_factorize
-from ._laplace import terms as laplace_terms
 from ._lmer import prepare
 from ._lmm import factor_lambda, tril_index
 from ._merresult import MerLevels, MerResult, MerSpec
@@ -155,8 +153,9 @@ def _fit(formula, data, fam, weights, offset, n_quad, max_iter, tol) -> MerResul
     re_init = {n: np.zeros(layout.Q(f)) for f, n in enumerate(names)}
     codes = {n: f.codes for n, f in zip(names, factors, strict=True)}
     sizes = {n: f.n_levels for n, f in zip(names, factors, strict=True)}
+    row_logpdf = _RowLogpdf(fam, layout, names, keyed)
     res = fit_mixed(
-        _RowLogpdf(fam, layout, names, keyed),
+        row_logpdf,
         {n: _StandardNormal() for n in names} if keyed else _StandardNormal(),
         init,
         re_init if keyed else re_init[names[0]],
@@ -170,7 +169,8 @@ def _fit(formula, data, fam, weights, offset, n_quad, max_iter, tol) -> MerResul
         tol=tol,
     )
     with jax.enable_x64(True):
-        return _result(formula, fam, n_quad, md, layout, names, res)
+        inner = (row_logpdf, init, rows, [codes[n] for n in names], d.w if frequency else None)
+        return _result(formula, fam, n_quad, md, layout, names, res, inner)
 
 
 def _start_beta(fam, d) -> np.ndarray:
@@ -183,7 +183,7 @@ def _start_beta(fam, d) -> np.ndarray:
     return np.linalg.lstsq(np.asarray(d.X) * sw, z * sw[:, 0], rcond=None)[0]
 
 
-def _result(formula, fam, n_quad, md, layout, names, res) -> MerResult:
+def _result(formula, fam, n_quad, md, layout, names, res, inner) -> MerResult:
     d, rt = md.fixed, md.random
     p, m = len(d.names), layout.n_theta
     coef = jnp.asarray(res.coef)  # ravel order: beta, lam[, extra]
@@ -212,7 +212,9 @@ def _result(formula, fam, n_quad, md, layout, names, res) -> MerResult:
     all_names = d.names + phi_names(rt.specs) + extra
     se = jnp.sqrt(jnp.diagonal(cov))
     k = len(all_names)
-    modes, cond = _ranef(res, layout, names, coef[p : p + m])
+    row_logpdf, init, rows, codes, weights = inner
+    theta = jax.flatten_util.ravel_pytree(init)[1](coef)
+    modes, cond = _ranef(res, layout, names, theta, rows, codes, weights, row_logpdf)
     how = "Laplace" if n_quad == 1 else f"adaptive Gauss-Hermite, {n_quad} points"
     spec = MerSpec(
         formula=formula,
@@ -254,44 +256,61 @@ def _result(formula, fam, n_quad, md, layout, names, res) -> MerResult:
     return with_handles(out_res, _levels=levels)
 
 
-def _ranef(res, layout, names, lam):
-    """Conditional modes b = Lambda u and covariances Lambda (-H_uu)^-1 Lambda' per level, from
-    the Laplace factorisation at the estimate (the diagonal blocks of the inverse)."""
-    problem = res.problem
-    model = problem.model
-    inner = [f.name for f in model.factors]  # fit_mixed's order (sorted; "group" for one factor)
-    order = [0] if model.single else [inner.index(n) for n in names]
-    u = tuple(jnp.asarray(res.re_mode[n]) for n in inner)
-    blocks = _inverse_blocks(model, jnp.asarray(res.coef), u, problem)
-    modes, covs = [], []
+def _ranef(res, layout, names, theta, rows, codes, weights, row_logpdf):
+    """Conditional modes b = Lambda u and covariances Lambda Var(u | y) Lambda' per level, from
+    `fit_mixed`'s public result: its modes of u and their conditional SDs. Where every Lambda_f is
+    diagonal those SDs are all that is needed; a correlated term needs Var(u | y)'s off-diagonal
+    entries, from the inverse of -H_uu (`_u_covariances`)."""
+    single = len(names) == 1
+    keys = res.mixed.factors if single else names
+    u = [jnp.asarray(res.re_mode[k]) for k in keys]
+    lams = [factor_lambda(layout, theta["lam"], f) for f in range(len(names))]
+    diagonal = all(bool(jnp.all(lm == jnp.diag(jnp.diagonal(lm)))) for lm in lams)
+    if diagonal:
+        covs_u = [jax.vmap(jnp.diag)(jnp.square(jnp.asarray(res.re_sd[k]))) for k in keys]
+    else:
+        covs_u = _u_covariances(theta, u, layout, rows, codes, weights, row_logpdf)
+    modes = tuple(uf @ lm.T for uf, lm in zip(u, lams, strict=True))
+    covs = tuple(
+        jnp.einsum("ij,gjk,lk->gil", lm, cu, lm) for lm, cu in zip(lams, covs_u, strict=True)
+    )
+    return modes, covs
+
+
+def _u_covariances(theta, u, layout, rows, codes, weights, row_logpdf):
+    """Diagonal blocks of (-H_uu)^-1 per factor and level, -H_uu = I - sum_i w_i d2 l_i / du du'
+    at the modes: blockwise over the levels for one factor, from the dense joint matrix when
+    crossed factors couple the levels (sized by the total number of random effects)."""
+    names = row_logpdf.names
+    keyed = row_logpdf.keyed
+    qs = [layout.Q(f) for f in range(len(names))]
+    offs = np.cumsum([0, *qs])
+    w = jnp.ones(len(codes[0])) if weights is None else jnp.asarray(weights)
+
+    def row_hessian(obs, u_row):
+        def lnf(flat):
+            parts = {n: flat[offs[f] : offs[f + 1]] for f, n in enumerate(names)}
+            return row_logpdf(theta, parts if keyed else parts[names[0]], obs)
+
+        return jax.hessian(lnf)(u_row)
+
+    u_rows = jnp.concatenate([u[f][codes[f]] for f in range(len(names))], axis=1)
+    H = jax.vmap(row_hessian)(rows, u_rows) * w[:, None, None]
+    if len(names) == 1:
+        G = u[0].shape[0]
+        A = jnp.eye(qs[0]) - jax.ops.segment_sum(H, codes[0], G)
+        return [jnp.linalg.inv(A)]
+    sizes = [u[f].shape[0] * qs[f] for f in range(len(names))]
+    starts = np.cumsum([0, *sizes])
+    idx = jnp.concatenate(
+        [starts[f] + codes[f][:, None] * qs[f] + jnp.arange(qs[f])[None, :] for f in
+         range(len(names))], axis=1)  # fmt: skip
+    A = jnp.eye(starts[-1]) - jnp.zeros((starts[-1], starts[-1])).at[
+        idx[:, :, None], idx[:, None, :]
+    ].add(H)
+    A_inv = jnp.linalg.inv(A)
+    out = []
     for f in range(len(names)):
-        lam_f = factor_lambda(layout, lam, f)
-        k = order[f]
-        modes.append(u[k] @ lam_f.T)
-        covs.append(jnp.einsum("ij,gjk,lk->gil", lam_f, blocks[k], lam_f))
-    return tuple(modes), tuple(covs)
-
-
-def _inverse_blocks(model, theta, u, problem):
-    data = Data(problem.data, tuple(problem.codes), problem.weights)
-    return _blocks_compiled(model, theta, u, data)
-
-
-def _blocks_impl(model, theta, u, data):
-    fac = laplace_factorize(model, laplace_terms(model, theta, u, data))
-    eye = jnp.broadcast_to(jnp.eye(fac.chol_a.shape[-1]), fac.chol_a.shape)
-    a_inv = jax.scipy.linalg.cho_solve((fac.chol_a, True), eye)
-    if model.single:
-        return (a_inv,)
-    s_inv = jax.scipy.linalg.cho_solve((fac.chol_s, True), jnp.eye(fac.chol_s.shape[0]))
-    out = [None] * len(model.factors)
-    out[model.primary] = a_inv + jnp.einsum("gqd,de,gre->gqr", fac.x, s_inv, fac.x)
-    offs = model.offsets()
-    for f in model.secondary:
-        q, n = model.factors[f].q, model.factors[f].n_groups
-        ix = offs[f] + np.arange(n)[:, None] * q + np.arange(q)[None, :]
-        out[f] = s_inv[ix[:, :, None], ix[:, None, :]]
-    return tuple(out)
-
-
-_blocks_compiled = jax.jit(_blocks_impl, static_argnums=0)
+        ix = starts[f] + np.arange(u[f].shape[0])[:, None] * qs[f] + np.arange(qs[f])[None, :]
+        out.append(A_inv[ix[:, :, None], ix[:, None, :]])
+    return out

@@ -1,11 +1,11 @@
 """jm.lmer against R lme4 (tight refits), glmmTMB and statsmodels MixedLM fixtures
 (tests/reference/mixed/lmer_*.json), lme4's formula grammar, the result's accessors, and bad input.
 
-Fits are cached per fixture; the fixtures are chosen so that few compiled programs serve them all
-(REML and ML share one, levels are padded to buckets): the sleepstudy random slope, its weighted fit
-and the simulated correlation +1 boundary fit share one program; Penicillin (crossed), Pastes
-(nested) and the Pastes zero-variance boundary fit another; the uncorrelated slopes a third. Fits
-that need programs of their own are marked slow.
+Fits are cached per fixture, and few compiled programs serve them all (REML and ML share one,
+levels are padded to buckets). The default run compiles one: the sleepstudy random slope (REML, ML),
+its weighted fit and the simulated correlation +1 boundary fit. Penicillin (crossed), Pastes (nested)
+and the Pastes zero-variance boundary fit share a second, the uncorrelated slopes a third; those and
+the fits with programs of their own are marked slow.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ DEFAULT = [
     "lmer_sleepstudy_corr_ml",
     "lmer_sleepstudy_weights_offset_reml",
     "lmer_simulated_cor1_singular_reml",
+]
+# programs shared among themselves: crossed and nested; the uncorrelated slopes
+SLOW_SHARED = [
     "lmer_sleepstudy_uncorr_reml",
     "lmer_sleepstudy_uncorr_ml",
     "lmer_penicillin_crossed_reml",
@@ -139,14 +142,14 @@ def test_matches_lme4(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", SLOW)
+@pytest.mark.parametrize("name", SLOW_SHARED + SLOW)
 def test_matches_lme4_slow(name):
     check_against_r(name)
 
 
 def test_r_optimisers_agree():
     """The fixtures are trustworthy to the digits the tolerances assume."""
-    for name in DEFAULT + SLOW:
+    for name in DEFAULT + SLOW_SHARED + SLOW:
         agree = fixture(name)[0]["agreement_digits"]
         assert agree["loglik"] >= 11.5, name
         assert agree["fixef"] >= 5.5, name
@@ -211,21 +214,37 @@ def test_row_order_does_not_matter():
     pd.testing.assert_frame_equal(a.loc[b.index], b, rtol=1e-8)
 
 
-def test_boundary_fits_are_reported():
-    for name in ("lmer_pastes_sample_cask_singular_reml", "lmer_simulated_cor1_singular_reml"):
-        m = fitted(name)
-        assert bool(m.singular) and bool(m.converged)
-        assert m.status == jm.Status.BOUNDARY
-        assert "boundary" in m.summary()
-        # the variance parameters have no Wald SE there; the fixed effects keep theirs
-        p = len(m.spec.coef_names)
-        assert np.isnan(np.asarray(m.cov)[p:, p:]).all()
-        assert np.isfinite(np.asarray(m.cov)[:p, :p]).all()
-    vc = fitted("lmer_simulated_cor1_singular_reml").varcorr()
-    assert float(vc.sdcor[2]) == pytest.approx(1.0, abs=1e-12)
-    assert float(fitted("lmer_pastes_sample_cask_singular_reml").varcorr().sdcor[1]) == 0.0
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lmer_simulated_cor1_singular_reml",
+        pytest.param("lmer_pastes_sample_cask_singular_reml", marks=pytest.mark.slow),
+    ],
+)
+def test_boundary_fits_are_reported(name):
+    m = fitted(name)
+    assert bool(m.singular) and bool(m.converged)
+    assert m.status == jm.Status.BOUNDARY
+    assert "boundary" in m.summary()
+    # the variance parameters have no Wald SE there; the fixed effects keep theirs
+    p = len(m.spec.coef_names)
+    assert np.isnan(np.asarray(m.cov)[p:, p:]).all()
+    assert np.isfinite(np.asarray(m.cov)[:p, :p]).all()
+    vc = m.varcorr()
+    if name == "lmer_simulated_cor1_singular_reml":
+        assert float(vc.sdcor[2]) == pytest.approx(1.0, abs=1e-12)
+    else:
+        assert float(vc.sdcor[1]) == 0.0
 
 
+def test_summary():
+    text = fitted("lmer_sleepstudy_corr_reml").summary()
+    for piece in ("Random effects:", "Fixed effects:", "Residual", "Subject", "REML criterion"):
+        assert piece in text
+    assert text.index("Random effects:") < text.index("Fixed effects:")
+
+
+@pytest.mark.slow
 def test_summary_and_lr_test():
     corr, uncorr = fitted("lmer_sleepstudy_corr_ml"), fitted("lmer_sleepstudy_uncorr_ml")
     text = corr.summary()
@@ -241,6 +260,7 @@ def test_summary_and_lr_test():
     assert np.isfinite(float(w.statistic))
 
 
+@pytest.mark.slow
 def test_crossed_and_nested_structure():
     pen = fitted("lmer_penicillin_crossed_reml")
     assert pen.n_groups == {"plate": 24, "sample": 6}
