@@ -125,14 +125,39 @@ def _local_sum(fn, batch, chunk_size: int, zeros, host: HostData | None = None) 
 
 
 def _fetch(host: HostData, start, size: int) -> PyTree:
-    """Rows [start, start + size) of the host data, copied to the device by a callback."""
-    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct((size, *x.shape[1:]), x.dtype), host.data)
+    """Rows [start, start + size) of the host data, copied to the device by a callback.
+
+    8-byte leaves (float64, int64) cross the callback as pairs of uint32 and are bitcast back
+    inside the program: JAX converts a callback's outputs to the dtypes of the global 64-bit flag
+    of the thread that runs it (an XLA thread, outside any `enable_x64` scope), which would
+    otherwise turn float64 rows into float32 ones.
+    """
+    leaves = jax.tree.leaves(host.data)
+    wide = [jnp.dtype(x.dtype).itemsize == 8 for x in leaves]
+    shapes = [
+        jax.ShapeDtypeStruct((size, *x.shape[1:], 2), np.uint32)
+        if w
+        else jax.ShapeDtypeStruct((size, *x.shape[1:]), x.dtype)
+        for x, w in zip(leaves, wide, strict=True)
+    ]
 
     def take(s):
         s = int(s)
-        return jax.tree.map(lambda x: x[s : s + size], host.data)
+        rows = [x[s : s + size] for x in leaves]
+        return [_as_words(r) if w else r for r, w in zip(rows, wide, strict=True)]
 
-    return jax.pure_callback(take, shapes, start, vmap_method="sequential")
+    parts = jax.pure_callback(take, shapes, start, vmap_method="sequential")
+    rows = [
+        lax.bitcast_convert_type(p, x.dtype) if w else p
+        for p, x, w in zip(parts, leaves, wide, strict=True)
+    ]
+    return jax.tree.unflatten(jax.tree.structure(host.data), rows)
+
+
+def _as_words(rows: np.ndarray) -> np.ndarray:
+    """An 8-byte array as (..., 2) uint32 words, the same bytes (undone by `bitcast_convert_type`)."""
+    rows = np.ascontiguousarray(rows)
+    return rows.view(np.uint32).reshape(*rows.shape, 2)
 
 
 # ------------------------------------------------------------------ placement
@@ -153,6 +178,31 @@ def n_devices(layout: Layout) -> int:
     return math.prod(layout.mesh.shape[a] for a in axes)
 
 
+def chosen_devices(devices) -> list:
+    """The devices of `devices=`: a count of `jax.devices()` (1..available) or a non-empty list."""
+    available = jax.devices()
+    if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        if not 1 <= devices <= len(available):
+            raise ValueError(
+                f"devices={devices}, but this process sees {len(available)} device(s) "
+                f"({available[0].platform}); give a count from 1 to {len(available)} or a list of "
+                "jax.devices() (on CPU, start Python with "
+                "XLA_FLAGS=--xla_force_host_platform_device_count=<n> to get n devices)"
+            )
+        return available[: int(devices)]
+    if isinstance(devices, (list, tuple)) and devices:
+        bad = [d for d in devices if not isinstance(d, jax.Device)]
+        if bad:
+            raise TypeError(f"devices= lists {bad!r}, which are not jax devices (jax.devices())")
+        if len(set(devices)) != len(devices):
+            raise ValueError("devices= lists a device more than once")
+        return list(devices)
+    raise TypeError(
+        f"devices= must be a positive int (a count of jax.devices()) or a non-empty list of "
+        f"devices, got {devices!r}"
+    )
+
+
 def place(data, weights, groups, devices, n, chunk_size, traced):
     """The Layout of the rows: data already sharded on axis 0 over a mesh stay where they are;
     `devices` shards host data (padding to a multiple of the device count with zero-weight copies of
@@ -162,8 +212,7 @@ def place(data, weights, groups, devices, n, chunk_size, traced):
     if devices is not None:
         if traced:
             raise ValueError("devices= places host data; under jit, device_put the data first")
-        devs = jax.devices()[:devices] if isinstance(devices, int) else list(devices)
-        mesh, axis = Mesh(np.array(devs), ("obs",)), "obs"
+        mesh, axis = Mesh(np.array(chosen_devices(devices)), ("obs",)), "obs"
     else:
         found = {
             (x.sharding.mesh, x.sharding.spec[0])

@@ -1,4 +1,4 @@
-"""Covariance of theta_hat: one registry entry per kind (theory.md, "The information matrix").
+"""Covariance of theta_hat: one registry entry per kind (docs/theory.md, "Covariance kinds").
 
 Every kind is computed from `Pieces`, the sums a fit stores over its free parameters, evaluated at
 theta_hat in `ravel_pytree(init)` order; A = -H is the observed information, u_i the score of

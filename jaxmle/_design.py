@@ -58,7 +58,36 @@ def as_frame(data):
 
 
 def caller_context(frame) -> dict:
-    return {"np": np, **frame.f_globals, **frame.f_locals}
+    """The names visible where a formula front end was called (its locals over its globals)."""
+    return {**frame.f_globals, **frame.f_locals}
+
+
+def formula_namespace(context, required, frame) -> dict:
+    """What formulaic may evaluate a formula in: numpy as `np`, and from the caller's scope only
+    the names the formula uses that are not columns of data (a function or a constant of yours).
+
+    A formula is Python code: this keeps it from reaching the rest of the caller's scope, but
+    `np` (and anything passed) still reaches Python: never build a formula from untrusted input.
+    """
+    columns = {str(c) for c in frame.columns}
+    own = {name: context[name] for name in required if name not in columns and name in context}
+    return {"np": np, **own}
+
+
+def check_columns(frame, used) -> None:
+    """Raise naming a column the formula uses that no model can use: dates, all missing."""
+    for name in used:
+        col = frame[name]
+        if col.dtype.kind in "mM" or str(col.dtype).startswith(("datetime", "timedelta", "period")):
+            raise TypeError(
+                f"column {name!r} holds dates or times ({col.dtype}); a formula needs numbers or "
+                f"categories: convert it (e.g. df[{name!r}].dt.year, or days since a date)"
+            )
+        if len(col) and col.isna().all():
+            raise ValueError(
+                f"column {name!r} is missing in every row; drop it from the formula (rows with "
+                "missing values in a variable used are dropped, which would leave none)"
+            )
 
 
 def column_or_array(value, frame, what):
@@ -105,6 +134,8 @@ def build_design(formula, frame, offset, weights, groups, context) -> Design:
             f"the formula names {missing}, which are not columns of data ({list(frame.columns)})"
         )
 
+    check_columns(frame, used)
+    context = formula_namespace(context, formulaic.Formula(formula).required_variables, frame)
     n_total = len(frame)
     off, _ = column_or_array(offset, frame, "offset")
     w, _ = column_or_array(weights, frame, "weights")

@@ -3,7 +3,7 @@
 The formula (formulaic: interactions, `C(g)` categoricals, `np.log(x)` transforms) gives the response y
 and the design X; the family gives the distribution of y_i with mean mu_i = g^-1(x_i'b + offset_i)
 (`families._glmfamily`), and the fit is `jaxmle.fit` of that model by Fisher scoring with
-I(theta) = sum_i J_i' F(eta_i) J_i (theory.md), which for a GLM is IRLS. Everything R's `summary(glm)`
+I(theta) = sum_i J_i' F(eta_i) J_i (docs/theory.md), which for a GLM is IRLS. Everything R's `summary(glm)`
 reports comes out under the formula's coefficient names.
 """
 

@@ -1,4 +1,4 @@
-"""Wald tests and the delta method, from a fitted result (theory.md, "Tests").
+"""Wald tests and the delta method, from a fitted result (docs/theory.md, "Tests").
 
     Wald        W  = (R theta_hat - r)' [R V R']^-1 (R theta_hat - r)        ~ chi2(q)
                      g(theta_hat)' [G V G']^-1 g(theta_hat),  G = dg/dtheta'   (nonlinear, delta method)

@@ -1,4 +1,4 @@
-"""Likelihood-ratio and score tests, and the comparison of several fits (theory.md, "Tests").
+"""Likelihood-ratio and score tests, and the comparison of several fits (docs/theory.md, "Tests").
 
 LR          LR = 2 (lnL_full - lnL_restricted)                            ~ chi2(k_full - k_restricted)
 score (LM)  LM = U' M^-1 U at the restricted estimate, M = -H | OPG | I   ~ chi2(q)

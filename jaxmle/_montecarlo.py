@@ -35,6 +35,7 @@ from jax.flatten_util import ravel_pytree
 
 from ._covariance import KINDS, check_kind
 from ._fit import fit as _fit
+from ._inputs import explain_trace_error, is_trace_error
 from ._mcresult import MonteCarloResult
 from ._results import parameter_names
 from ._solvers import check_method
@@ -338,7 +339,8 @@ def _check_model(simulate, logpdf, theta_true, key, groups):
     try:
         data = jax.eval_shape(simulate, key, theta_true)
     except Exception as e:
-        raise type(e)(f"simulate(key, theta) failed when traced at theta = theta_true: {e}") from e
+        explain_trace_error(e, "simulate(key, theta) at theta = theta_true")
+        raise
     flat = jax.tree_util.tree_flatten_with_path(data)[0]
     shapes = {"data" + jax.tree_util.keystr(p): x.shape for p, x in flat}
     described = ", ".join(f"{k} {v}" for k, v in shapes.items())
@@ -355,6 +357,9 @@ def _check_model(simulate, logpdf, theta_true, key, groups):
     try:
         out = jax.eval_shape(logpdf, theta_true, row)
     except Exception as e:
+        if is_trace_error(e):
+            explain_trace_error(e, "logpdf(theta, obs) on one row of the simulated data")
+            raise
         raise ValueError(
             f"the simulated data do not fit the log-density: simulate returned {described}, and "
             f"logpdf(theta, obs) failed on one row of it: {e}"

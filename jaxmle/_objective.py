@@ -1,6 +1,6 @@
 """lnL, U, H and the score outer products, from one per-observation log-density, by autodiff.
 
-Notation (theory.md): l_i(theta) = ln f(y_i | theta), lnL = sum_i w_i l_i, u_i = d l_i / d theta,
+Notation (docs/theory.md): l_i(theta) = ln f(y_i | theta), lnL = sum_i w_i l_i, u_i = d l_i / d theta,
 U = sum_i w_i u_i, H = d^2 lnL / d theta d theta', information = -H.
 
 The solvers work on a flat vector over the *free* parameters; `Objective.embed` puts it back into the
@@ -103,7 +103,7 @@ class Objective(NamedTuple):
         return Terms(ll, g, 0.5 * (info + info.T))
 
     def fisher(self, theta_free) -> Terms:
-        """(lnL, U, I) with the expected information I = sum_i w_i J_i' F(eta_i) J_i (theory.md).
+        """(lnL, U, I) with the expected information I = sum_i w_i J_i' F(eta_i) J_i (docs/theory.md).
 
         `expected = (predict, fisher)`: predict(theta, obs) -> eta_i, the distribution's parameters
         (scalar or (m,)); fisher(eta_i, obs) -> F(eta_i), their Fisher information (scalar or m x m).

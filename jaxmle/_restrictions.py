@@ -22,6 +22,8 @@ class _Linear(NamedTuple):
     const: float
 
 
+# Parentheses nest by recursion; far below Python's recursion limit, and far beyond any real use.
+MAX_NESTING = 100
 _NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _IDENT = re.compile(r"[A-Za-z_][\w.]*(\[[^\]]*\])?")
 _NAME_CHARS = re.compile(r"[\w.\[]")
@@ -81,7 +83,7 @@ class _Parser:
         return out
 
     def parse(self, text: str, where: str) -> _Linear:
-        self.toks, self.pos, self.where = self.tokens(text, where), 0, where
+        self.toks, self.pos, self.where, self.depth = self.tokens(text, where), 0, where, 0
         if not self.toks:
             raise ValueError(f"empty side in restriction {where!r}")
         out = self._expr()
@@ -131,12 +133,12 @@ class _Parser:
         return out
 
     def _unary(self):
-        kind, v = self._peek()
-        if (kind, v) in (("op", "+"), ("op", "-")):
+        sign = 1.0
+        while self._peek() in (("op", "+"), ("op", "-")):  # a loop: "- - - x" needs no recursion
+            sign *= -1.0 if self.toks[self.pos][1] == "-" else 1.0
             self.pos += 1
-            t = self._unary()
-            return t if v == "+" else _Linear(-t.coef, -t.const)
-        return self._primary()
+        t = self._primary()
+        return t if sign > 0 else _Linear(-t.coef, -t.const)
 
     def _primary(self):
         kind, v = self._peek()
@@ -148,7 +150,14 @@ class _Parser:
             zero[v] = 1.0
             return _Linear(zero, 0.0)
         if (kind, v) == ("op", "("):
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise ValueError(
+                    f"restriction {self.where[:40]!r}... nests parentheses more than {MAX_NESTING} "
+                    "deep; write it out flat"
+                )
             out = self._expr()
+            self.depth -= 1
             if self._peek() != ("op", ")"):
                 raise ValueError(f"missing ')' in {self.where!r}")
             self.pos += 1

@@ -206,7 +206,7 @@ class FitResult:
     @property
     @host64
     def pvalues(self) -> PyTree:
-        """Two-sided P(|Z| > |z|), z = theta_hat_j / se_j (Wald, theory.md)."""
+        """Two-sided P(|Z| > |z|), z = theta_hat_j / se_j (Wald; docs/theory.md, "Asymptotic normality")."""
         return jax.tree.map(lambda z: 2.0 * ndtr(-jnp.abs(z)), self.zvalues)
 
     @host64

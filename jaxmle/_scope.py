@@ -2,7 +2,9 @@
 
 jaxmle computes in float64 whatever JAX's global 64-bit flag says: host-side entry points and the
 methods of results run inside `jax.enable_x64(True)`. Under a user's own `jit`/`vmap` the inputs are
-tracers whose dtype is already decided; there the scope is left alone and the dtype follows them.
+tracers whose dtype is already decided and the computation follows them: in float64 when any input
+is float64 (a result, or numpy data closed over), else in the inputs' dtype (float32 data traced
+with JAX's 64-bit flag off).
 """
 
 from __future__ import annotations
@@ -22,8 +24,17 @@ def traced(*trees: Any) -> bool:
 
 
 def float64_scope(*trees: Any):
-    """`jax.enable_x64(True)` on the host; nothing under an outer trace of `trees`."""
-    return contextlib.nullcontext() if traced(*trees) else jax.enable_x64(True)
+    """`jax.enable_x64(True)` on the host, and under an outer trace whose inputs hold float64
+    arrays (a result passed through the user's `jit`: it computes in the float64 it arrived in, not
+    in float32 with JAX's truncation warnings); nothing under an outer trace of narrower inputs."""
+    if not traced(*trees) or any(_is_float64(x) for x in jax.tree.leaves(trees)):
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+def _is_float64(x) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and np.dtype(dtype) == np.float64
 
 
 def host64(fn: Callable) -> Callable:

@@ -6,7 +6,7 @@ line search on lnL, Armijo condition). One evaluation site keeps the compiled pr
 `vmap` every lane does the same work per pass, so finished or backtracking lanes cost no more than
 the others.
 
-Directions (theory.md):
+Directions (docs/theory.md):
     newton  d = (-H)^-1 U
     bhhh    d = (sum_i w_i u_i u_i')^-1 U
     bfgs    d = B U, B the BFGS approximation of (-H)^-1, started at the (safeguarded) (-H)^-1 at init
@@ -19,9 +19,10 @@ still ascends. Each iteration where that happened is counted in `n_damped`.
 
 Convergence: the scaled gradient U' M^-1 U (Stata's criterion, about twice the lnL still to gain)
 below `tol`; or, when `tol` is finer than the data let float64 resolve, at the rounding floor: the
-scaled gradient is below twice lnL's rounding slack and a step no longer shrinks it, or is rejected
-(a lnL difference at that level is rounding noise, and the line search would otherwise halve the
-step to nothing and run to max_iter at the maximum). The status is decided after the loop.
+scaled gradient is below twice lnL's rounding slack and a step is rejected (a lnL difference at that
+level is rounding noise, and the line search would otherwise halve the step to nothing and run to
+max_iter at the maximum), or, for Newton, whose g squares each step, a step no longer shrinks it.
+The status is decided after the loop.
 
 Box constraints (lower <= theta <= upper, e.g. a standard deviation or the diagonal of a Cholesky
 factor that may be exactly 0): the methods with a curvature matrix take them as projected Newton with
@@ -250,7 +251,11 @@ def maximize(
         # within rounding of the maximum (twice the lnL still to gain below lnL's rounding), a step
         # that no longer shrinks the scaled gradient, or a rejected one, is noise: stop there
         floor = 2.0 * slack
-        at_floor = st.started & (decrement <= floor) & (decrement > _STALL * st.decrement)
+        # only Newton's g must shrink by _STALL a step: BHHH, Fisher scoring (non-canonical links)
+        # and BFGS converge linearly, at rates up to ~0.995, and stopping them there would leave
+        # them ~sqrt(floor) standard errors short of the maximum
+        stalled = decrement > _STALL * st.decrement if method.curvature == "hessian" else False
+        at_floor = st.started & (decrement <= floor) & stalled
         accepted = st._replace(
             theta=trial,
             loglik=ev.loglik,

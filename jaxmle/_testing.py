@@ -1,4 +1,4 @@
-"""What every test returns, and the quadratic form they share (theory.md, "Tests").
+"""What every test returns, and the quadratic form they share (docs/theory.md, "Tests").
 
     chi2 test   statistic, df, P(chi2_df > statistic), and the status of the fits it used
     Wald form   d' [G V G']^-1 d                 the Wald, delta-method and Monte Carlo statistics

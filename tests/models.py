@@ -10,7 +10,7 @@ def logit(theta, obs):
 
 
 def normal(theta, obs):
-    """y ~ N(x'b, sigma2), parametrised in sigma2 itself (theory.md's closed form)."""
+    """y ~ N(x'b, sigma2), parametrised in sigma2 itself (docs/theory.md's closed form)."""
     resid = obs["y"] - obs["x"] @ theta["b"]
     return -0.5 * (jnp.log(2 * jnp.pi) + jnp.log(theta["sigma2"]) + resid**2 / theta["sigma2"])
 

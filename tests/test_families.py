@@ -94,6 +94,7 @@ CONTINUOUS = [
 ]
 
 
+@pytest.mark.usefixtures("x64")  # the distributions' own arithmetic, in float64
 @pytest.mark.parametrize(
     ("dist", "ref", "lower", "upper", "ys"),
     CONTINUOUS,
@@ -115,6 +116,7 @@ DISCRETE = [
 ]
 
 
+@pytest.mark.usefixtures("x64")  # the distributions' own arithmetic, in float64
 @pytest.mark.parametrize(
     ("dist", "ref", "support"),
     DISCRETE,
@@ -128,6 +130,7 @@ def test_discrete_logpdf_and_fisher(dist, ref, support):
     check_fisher(dist, mean, outer)
 
 
+@pytest.mark.usefixtures("x64")  # the distributions' own arithmetic, in float64
 @pytest.mark.parametrize(("mu", "theta"), [(0.3, 0.2), (50.0, 20.0), (1000.0, 5.0), (2.0, 300.0)])
 def test_negative_binomial_theta_information(mu, theta):
     """The integral for F_theta,theta against the exact series E[(d ln f / d theta)^2]."""
@@ -144,6 +147,7 @@ def test_negative_binomial_theta_information(mu, theta):
 # ---------------------------------------------------------------- censored and truncated
 
 
+@pytest.mark.usefixtures("x64")  # the distributions' own arithmetic, in float64
 def test_tobit_information_quadrature_and_amemiya():
     base = jf.Normal(0.4, 1.3)
     dist = jf.Censored(base, lower=0.0)
@@ -179,6 +183,7 @@ def amemiya_mu_sigma(mu, sigma):
     return j @ amemiya(np.ones((1, 1)), mu, sigma) @ j
 
 
+@pytest.mark.usefixtures("x64")  # the distributions' own arithmetic, in float64
 def test_truncated_information_quadrature():
     for dist, lo, hi in [
         (jf.Truncated(jf.Normal(0.4, 1.3), lower=-0.5, upper=2.0), -0.5, 2.0),
@@ -191,6 +196,7 @@ def test_truncated_information_quadrature():
         np.testing.assert_allclose(fisher, outer, rtol=QUADRATURE_RTOL)
 
 
+@pytest.mark.usefixtures("x64")  # the distributions' own arithmetic, in float64
 @pytest.mark.parametrize(
     "base",
     [jf.Weibull(1.7, 2.3), jf.Exponential(0.8), jf.LogNormal(0.2, 0.5)],
@@ -209,6 +215,7 @@ def test_right_censored_information_type_one(base):
         np.testing.assert_allclose(float(event.fisher()[0, 0]), closed, rtol=1e-12)
 
 
+@pytest.mark.usefixtures("x64")  # the distributions' own arithmetic, in float64
 def test_censoring_at_infinity_is_no_censoring():
     base = jf.Normal(0.4, 1.3)
     dist = jf.Censored(base, lower=-jnp.inf, upper=jnp.inf)
@@ -362,6 +369,7 @@ def poisson_log(theta, obs):
     return jf.Poisson(jnp.exp(obs["X"] @ theta))
 
 
+@pytest.mark.usefixtures("x64")  # a vmapped fit computes in float64 only with 64-bit on
 def test_vmap_of_a_family_fit_equals_the_loop(rng):
     """Fisher scoring on a family model under jax.vmap: one batched result, fit by fit as the loop."""
     n, batch = 200, 3
@@ -387,6 +395,7 @@ def test_vmap_of_a_family_fit_equals_the_loop(rng):
                                    rtol=1e-12)  # fmt: skip
 
 
+@pytest.mark.usefixtures("x64")  # the distributions' own arithmetic, in float64
 def test_log1pexp_is_softplus_with_its_derivatives():
     """ln(1 + e^x) against numpy's logaddexp over both branches and the tails; its first and second
     derivatives (autodiff of the stated jvp) against scipy's logistic, p and p (1 - p)."""

@@ -305,9 +305,12 @@ def test_result_behaves_like_a_fit_result():
     parts = ["gamma, link log", "42 with missing values dropped", "expected, Pearson dispersion"]
     for part in [*parts, "Null deviance", "Solar.R", "shape"]:
         assert part in text, part
-    hess = res.with_cov("hessian")
-    assert isinstance(hess, GLMResult) and hess.cov_type == "hessian"
-    np.testing.assert_allclose(np.asarray(hess.cov), np.asarray(res.covariance("hessian")))
+    # with_cov switches kind: R's unscaled expected-information covariance at the ML shape
+    fx, _ = fixture("r_glm_gamma_log_airquality")
+    p = len(fx["coef"])
+    mle = res.with_cov("expected")
+    assert isinstance(mle, GLMResult) and mle.cov_type == "expected"
+    assert_cov(np.asarray(mle.cov)[:p, :p], fx["cov_mle"], "with_cov('expected') vs R")
 
 
 def test_same_shapes_reuse_the_program():

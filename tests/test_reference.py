@@ -15,6 +15,7 @@ import functools
 import json
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ from jax.scipy.special import gammaln
 from jax.scipy.stats import norm
 
 import jaxmle as jm
+from jaxmle import families as jf
 
 REFERENCE = Path(__file__).parent / "reference"
 
@@ -47,8 +49,9 @@ BHHH_MAX_ITER = 5000
 # <= 3e-7 everywhere. (1e-14 is below mtcars BHHH's rounding floor: it never gets there.)
 OTHER_METHODS_TOL = 1e-13
 
-# Covariance kinds in the fixtures -> jaxmle kind. "expected"/"sandwich_expected" (probit with
-# the expected information) have no jaxmle equivalent; maxLik's "bhhh" vcov is the OPG.
+# Covariance kinds in the fixtures -> jaxmle kind; maxLik's "bhhh" vcov is the OPG. The probit
+# fixture's "expected" needs the model's expected information (test_probit_expected_information
+# below); its "sandwich_expected" (expected information as the bread) has no jaxmle kind.
 KIND_MAP = {"hessian": "hessian", "opg": "opg", "sandwich": "sandwich", "cluster": "cluster"}
 KIND_MAP_EXTRA = {"bhhh": "opg"}
 UNSUPPORTED = {"expected", "sandwich_expected"}
@@ -265,11 +268,12 @@ def test_covariance_from_result(name, key, kind):
     res = fitted(name)
     cov = res.covariance(kind)
     assert_cov(cov, fx["cov"][key], f"{name} covariance({kind!r}) vs {key}")
-    if key == kind:  # with_cov: the same matrix, and se = sqrt(diag) (once per kind and model)
+    if key == kind:  # with_cov switches the result's kind: its cov and se against the reference
         other = res.with_cov(kind)
         assert other.cov_type == kind
-        np.testing.assert_array_equal(np.asarray(other.cov), np.asarray(cov))
-        np.testing.assert_array_equal(np.asarray(other.se), np.sqrt(np.diagonal(np.asarray(cov))))
+        assert_cov(other.cov, fx["cov"][key], f"{name} with_cov({kind!r}) vs {key}")
+        se_ref = np.sqrt(np.diagonal(np.asarray(fx["cov"][key])))
+        np.testing.assert_allclose(np.asarray(other.se), se_ref, rtol=SE_RTOL)
 
 
 # The BHHH and BFGS refits compile one program each per model (~3-4 s of XLA compile apiece on
@@ -296,3 +300,18 @@ def test_other_methods_agree(name, method):
     np.testing.assert_allclose(float(res.loglik), fx["loglik"], rtol=LOGLIK_RTOL, err_msg=name)
     assert res.cov_type == kind
     assert_cov(res.cov, fx["cov"][kind], f"{name} {method} cov={kind}")
+
+
+def probit_model(theta, obs):
+    return jf.Bernoulli(probs=jax.scipy.special.ndtr(obs["X"] @ theta))
+
+
+def test_probit_expected_information():
+    """Fisher scoring with the expected information (a families model) against R's probit glm:
+    the estimates and the expected-information covariance (summary.glm's)."""
+    fx, data, _, init = load("r_probit_birthwt")
+    model = jf.Model(probit_model)
+    res = jm.fit(model, init, data, method="fisher", cov="expected", expected=model.expected)
+    assert bool(res.converged), res.message
+    assert_params(res.coef, fx["params"], fx, "probit fisher scoring vs R")
+    assert_cov(res.cov, fx["cov"]["expected"], "probit expected information vs R")

@@ -9,7 +9,7 @@
     model = jf.Model(predict, response="y")         # a logpdf(theta, obs) with .expected
     res = jm.fit(model, init, data, method="fisher", cov="expected", expected=model.expected)
 
-Fisher scoring uses I(theta) = sum_i w_i J_i' F(eta_i) J_i (theory.md): F from the distribution, J by
+Fisher scoring uses I(theta) = sum_i w_i J_i' F(eta_i) J_i (docs/theory.md): F from the distribution, J by
 autodiff. GLM families and links (R's names) for `jaxmle.glm` are here too.
 """
 

@@ -9,7 +9,7 @@ distribution of ONE observation. It gives
     fisher()      F(eta) = E[s s'] = -E[d^2 ln f / d eta d eta'],  s = d ln f(y | eta) / d eta   (m x m)
 
 so that a model `predict(theta, obs) -> Distribution` has the expected information
-I(theta) = sum_i w_i J_i' F(eta_i) J_i with J_i = d eta_i / d theta' by autodiff (theory.md).
+I(theta) = sum_i w_i J_i' F(eta_i) J_i with J_i = d eta_i / d theta' by autodiff (docs/theory.md).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
 (theta, obs) to eta_i, every leaf of the distribution pytree as one flat vector (parameters and
 constants such as trials, limits or event flags; constants get zero columns in J_i), and its second
 returns F for that vector, the distribution's `fisher()` embedded by P' F P with P = d parameters /
-d leaves. `fit` then forms I(theta) = sum_i w_i J_i' F(eta_i) J_i (theory.md), J_i by forward-mode
+d leaves. `fit` then forms I(theta) = sum_i w_i J_i' F(eta_i) J_i (docs/theory.md), J_i by forward-mode
 autodiff. A hand-written logpdf can use it too: `jm.fit(my_logpdf, ..., expected=expected(predict))`.
 
 Both members compare equal when their `predict` does, so a repeat fit reuses the compiled program.
