@@ -47,7 +47,7 @@ NONCANONICAL = {"glmer_cbpp_probit_laplace", "glmer_grouseticks_nb"}
 
 def r_name(name: str) -> str:
     """R's coefficient name -> formulaic's ("period2" -> "C(period)[T.2]")."""
-    name = name.replace("(Intercept)", "Intercept")
+    name = name.replace("(Intercept)", "Intercept").replace("as.numeric(period)", "period")
     for factor in ("period", "YEAR", "Gender", "btype", "situ"):
         if name.startswith(factor) and name != factor:
             return f"C({factor})[T.{name[len(factor) :]}]"
@@ -177,6 +177,7 @@ def test_cbpp_summary():
     "name",
     [
         "glmer_cbpp_agq9",
+        "glmer_cbpp_slope",
         "glmer_cbpp_probit_laplace",
         "glmer_grouseticks_nb",
         "glmer_verbagg_crossed",

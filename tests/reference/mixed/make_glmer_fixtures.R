@@ -1,7 +1,7 @@
 # R reference fixtures for jaxmle.glmer / glmer_nb (lme4::glmer, glmer.nb; glmmTMB beside them).
 #
 # Run from the repository root:
-#     Rscript tests/reference/mixed/make_glmer_fixtures.R
+#     Rscript tests/reference/mixed/make_glmer_fixtures.R [model names, e.g. glmer_cbpp_slope]
 #
 # Writes tests/reference/data/glmer_{grouseticks,verbagg}.csv (datasets lme4 ships; VerbAgg's r2 as 0/1)
 # and tests/reference/mixed/glmer_*.json; cbpp is read from tests/reference/data/cbpp.csv.
@@ -10,9 +10,13 @@
 # the fixture holds the bobyqa refit and records how many digits the two agree on. The refits also
 # tighten the inner (PIRLS) tolerance, tolPwrss = 1e-12: at lme4's default 1e-7 the conditional modes
 # stop short and the Laplace deviance it optimises is off by ~3e-4 in lnL on cbpp (the default fit is
-# kept in "default_fit"; glmmTMB and jaxmle agree with the tight one). glmer.nb's own theta tolerance
-# is tightened the same way (tol = 1e-10). lme4's standard errors come from a finite-difference
+# kept in "default_fit"; glmmTMB and jaxmle agree with the tight one). glmer.nb is refitted by
+# update(m, control = ...). lme4's standard errors come from a finite-difference
 # Hessian of the Laplace deviance (its `derivs`); glmmTMB's from the exact (AD) Hessian.
+# For a non-canonical link (probit, and glmer.nb's log link for the negative binomial) lme4's PIRLS
+# weights are Fisher's (expected) ones, so its "Laplace" deviance is not the Laplace approximation
+# of the integral (which uses the observed curvature at the mode): glmmTMB's is, and is the
+# reference there (lnL -92.583 vs lme4's -92.621 for the cbpp probit model).
 # With nAGQ > 1 lme4's logLik leaves out the saturated model's log-likelihood (its deviance is built
 # from deviance residuals); the fixture records that constant ("saturated_loglik").
 
@@ -80,7 +84,7 @@ tmb <- function(text) {
   V <- vcov(m, full = TRUE)
   list(call = text, loglik = as.numeric(logLik(m)), fixef = I(unname(sd[, 1])),
        se_fixef = I(unname(sd[, 2])), par_names = I(colnames(V)),
-       se_par = I(unname(sqrt(diag(V)))),
+       se_par = I(unname(sqrt(diag(V)))), par = I(unname(m$fit$par)),
        sigma = if (family(m)$family == "nbinom2") sigma(m) else NULL)
 }
 
@@ -97,7 +101,13 @@ models <- list(
   glmer_cbpp_probit_laplace = list(
     call = "glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp_df, family = binomial(link = 'probit'))",
     formula = "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)",
-    family = "binomial", link = "probit", n_quad = 1, data = "data/cbpp.csv"),
+    family = "binomial", link = "probit", n_quad = 1, data = "data/cbpp.csv",
+    tmb = "glmmTMB::glmmTMB(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp_df, family = binomial(link = 'probit'))"),
+  glmer_cbpp_slope = list(
+    call = "glmer(cbind(incidence, size - incidence) ~ period + (as.numeric(period) | herd), cbpp_df, family = binomial)",
+    formula = "cbind(incidence, size - incidence) ~ C(period) + (period | herd)",
+    family = "binomial", link = "logit", n_quad = 1, data = "data/cbpp.csv",
+    tmb = "glmmTMB::glmmTMB(cbind(incidence, size - incidence) ~ period + (as.numeric(period) | herd), cbpp_df, family = binomial)"),
   glmer_grouseticks_poisson = list(
     call = "glmer(TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION), grouseticks, family = poisson)",
     formula = "TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)",
@@ -115,12 +125,14 @@ models <- list(
     tmb = "glmmTMB::glmmTMB(r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item), verb, family = binomial)")
 )
 
-for (name in names(models)) {
+only <- commandArgs(trailingOnly = TRUE)  # model names to (re)make; all when none are given
+for (name in if (length(only)) only else names(models)) {
   spec <- models[[name]]
   m0 <- suppressWarnings(suppressMessages(eval(parse(text = spec$call))))
   refit <- function(ctrl) {
-    extra <- if (spec$family == "negative_binomial") ", control = ctrl, tol = 1e-10)" else ", control = ctrl)"
-    suppressWarnings(suppressMessages(eval(parse(text = sub("\\)$", extra, spec$call)))))
+    # glmer.nb (lme4 1.1.31) passes its own `tol` on to glmer, which refuses it: refit by update()
+    if (spec$family == "negative_binomial") return(suppressWarnings(suppressMessages(update(m0, control = ctrl))))
+    suppressWarnings(suppressMessages(eval(parse(text = sub("\\)$", ", control = ctrl)", spec$call)))))
   }
   refits <- lapply(tight, refit)
   ref <- refits$bobyqa
@@ -131,7 +143,7 @@ for (name in names(models)) {
     loglik = digits_agree(logLik(refits$bobyqa), logLik(refits$nelder_mead)),
     default_loglik = digits_agree(logLik(m0), logLik(ref)))
   out <- c(list(name = name, dataset = spec$data, commands = spec$call,
-                refit = "the call with control = glmerControl(optimizer = 'bobyqa', tolPwrss = 1e-12, optCtrl = list(rhoend = 1e-8, maxfun = 1e5)) (and tol = 1e-10 for glmer.nb)",
+                refit = "the call with control = glmerControl(optimizer = 'bobyqa', tolPwrss = 1e-12, optCtrl = list(rhoend = 1e-8, maxfun = 1e5)) (glmer.nb: update(m, control = ...))",
                 formula = spec$formula, family = spec$family, link = spec$link, n_quad = spec$n_quad,
                 versions = versions, agreement_digits = agree,
                 default_fit = list(theta = I(unname(getME(m0, "theta"))), loglik = as.numeric(logLik(m0)))),
