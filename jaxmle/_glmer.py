@@ -13,7 +13,9 @@ of b_t = Lambda_t u_t (delta-method covariance from theta's).
 
 Standard errors differ from lme4's on purpose: lme4's `vcov(glmer)` inverts a finite-difference
 Hessian of the Laplace deviance over (theta, beta) (its `derivs`); ours is the exact Hessian (implicit
-function theorem at the modes), so they agree to the few digits finite differences carry.
+function theorem at the modes), so they agree to the few digits finite differences carry. For a
+non-canonical link (probit; glmer.nb's log link) lme4's PIRLS weights are Fisher's, so its "Laplace"
+likelihood differs from the Laplace approximation computed here and by glmmTMB (equal to ~1e-12).
 """
 
 from __future__ import annotations
