@@ -20,8 +20,8 @@ from ._design import as_frame, caller_context, check_collinear, gram
 from ._lme4formula import parse
 from ._lmm import LMMLayout, padded_levels
 from ._lmmfit import fit_lmm, lmm_cross_products
+from ._merdesign import MixedDesign, mixed_design
 from ._merresult import MerLevels, MerResult, MerSpec
-from ._mixeddesign import MixedDesign, mixed_design
 from ._results import with_handles
 from ._varcomp import phi_names
 

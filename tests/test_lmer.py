@@ -321,7 +321,7 @@ def sleep():
 def test_missing_variables_are_named(sleep):
     with pytest.raises(KeyError, match="grouping factor 'Subj'"):
         jm.lmer("Reaction ~ Days + (1 | Subj)", sleep)
-    with pytest.raises(KeyError, match="Dayz"):
+    with pytest.raises(KeyError, match=r"term \(Dayz \| Subject\) uses \['Dayz'\]"):
         jm.lmer("Reaction ~ Days + (Dayz | Subject)", sleep)
     with pytest.raises(KeyError, match="Dayz"):
         jm.lmer("Reaction ~ Dayz + (1 | Subject)", sleep)

@@ -63,9 +63,10 @@ def mixed_design(mf: MixedFormula, frame, context, weights, offset, *, allow_n: 
     used = sorted(term_variables(mf.terms))
     absent = [v for v in used if v not in frame.columns and v not in context]
     if absent:
+        term = next(t for t in mf.terms if term_variables([t]) & set(absent))
         raise KeyError(
-            f"the random-effect terms use {absent}, which are not columns of data "
-            f"({list(frame.columns)})"
+            f"the random-effect term ({term.expr} | {term.factor}) uses {absent}, which are not "
+            f"columns of data ({list(frame.columns)})"
         )
     cols = [v for v in used if v in frame.columns]
     keep = ~frame[cols].isna().any(axis=1).to_numpy() if cols else np.ones(n_total, bool)
