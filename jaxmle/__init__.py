@@ -16,12 +16,15 @@ from ._gee import GEEResult as GEEResult
 from ._gee import gee as gee
 from ._glm import GLMResult as GLMResult
 from ._glm import glm as glm
+from ._glmer import glmer as glmer
+from ._glmer import glmer_nb as glmer_nb
 from ._gmm import GMMResult as GMMResult
 from ._gmm import gmm as gmm
 from ._groups import fit_groups as fit_groups
 from ._inference import DeltaResult as DeltaResult
 from ._inference import delta_method as delta_method
 from ._inference import wald_test as wald_test
+from ._lmer import lmer as lmer
 from ._lrscore import ModelComparison as ModelComparison
 from ._lrscore import compare as compare
 from ._lrscore import lr_test as lr_test
@@ -29,6 +32,7 @@ from ._lrscore import score_test as score_test
 from ._margins import MarginsResult as MarginsResult
 from ._margins import margins as margins
 from ._mcresult import MonteCarloResult as MonteCarloResult
+from ._merresult import MerResult as MerResult
 from ._mixed import MixedResult as MixedResult
 from ._mixed import fit_mixed as fit_mixed
 from ._modeltests import VuongResult as VuongResult

@@ -80,9 +80,10 @@ MESSAGES = {
         "Hessian-free fit) did not reach their tolerance; standard errors are NaN"
     ),
     Status.BOUNDARY: (
-        "converged on the boundary (lme4's 'boundary (singular) fit'): the parameters marked "
-        "'on its bound' (a zero variance, a correlation of +/-1) have no standard errors and the "
-        "others' are conditional on them"
+        "converged on the boundary of the parameter space (lme4's 'boundary (singular) fit'): "
+        "some parameters sit on their bounds (a zero variance, a correlation of +/-1); they have "
+        "no standard errors, the others' are conditional on them, and LR tests of them have a "
+        "chi-square mixture as null distribution, not a chi-square"
     ),
     Status.MODE_NOT_FOUND: (
         "failed: the conditional mode of the random effects was not found for some groups (named "
