@@ -32,7 +32,7 @@ from jax.flatten_util import ravel_pytree
 from ._mcresult import _new_figure
 from ._refits import failure_lines
 from ._results import parameter_names
-from ._status import Status
+from ._status import Replications
 from ._tables import check_level
 
 PyTree = Any
@@ -40,7 +40,7 @@ METHODS = ("bca", "percentile", "basic")
 _NORMAL = statistics.NormalDist()
 
 
-class BootstrapResult(eqx.Module):
+class BootstrapResult(eqx.Module, Replications):
     """Replications of `jm.bootstrap` (host numpy arrays); flat parameters in `names` order.
 
     `replicates` (R, k) holds every replication's estimate (NaN where a refit failed), `status` its
@@ -66,24 +66,6 @@ class BootstrapResult(eqx.Module):
     @property
     def n_boot(self) -> int:
         return int(np.shape(self.status)[0])
-
-    @property
-    def converged(self) -> np.ndarray:
-        """(R,) bool: the replication's refit succeeded; only these enter the summaries."""
-        return np.asarray(self.status) == Status.SUCCESSFUL
-
-    @property
-    def n_failed(self) -> int:
-        return int(np.sum(~self.converged))
-
-    def failures(self) -> dict[Status, np.ndarray]:
-        """{status: replications whose refit ended with it}, failures only."""
-        status = np.asarray(self.status)
-        return {
-            Status(int(c)): np.flatnonzero(status == c)
-            for c in np.unique(status)
-            if c != Status.SUCCESSFUL
-        }
 
     def _t(self) -> np.ndarray:
         return np.asarray(self.replicates)[self.converged]

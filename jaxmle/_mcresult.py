@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._status import MESSAGES, Status
+from ._status import MESSAGES, Replications, Status
 
 
-class MonteCarloResult(eqx.Module):
+class MonteCarloResult(eqx.Module, Replications):
     """Per-replication outcomes of `monte_carlo`; summaries are computed on the host.
 
     Arrays have a leading axis R (replications, in key order); parameters are flat, in
@@ -47,22 +47,6 @@ class MonteCarloResult(eqx.Module):
     @property
     def n_reps(self) -> int:
         return int(np.shape(self.status)[0])
-
-    @property
-    def converged(self) -> np.ndarray:
-        """(R,) bool: the fit succeeded (status 0); only these enter the summaries."""
-        return np.asarray(self.status) == Status.SUCCESSFUL
-
-    @property
-    def n_failed(self) -> int:
-        return int(np.sum(~self.converged))
-
-    def failures(self) -> dict[Status, np.ndarray]:
-        """{status: indices of the replications whose fit ended with it}, failures only; the
-        words are `jm.Status`'s messages (printed by `summary()`)."""
-        status = np.asarray(self.status)
-        codes = [c for c in np.unique(status) if c != Status.SUCCESSFUL]
-        return {Status(int(c)): np.flatnonzero(status == c) for c in codes}
 
     # ---- per-parameter summaries over the successful fits ----
     def _est(self) -> np.ndarray:

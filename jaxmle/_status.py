@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import enum
 
+import numpy as np
+
 
 class Status(enum.IntEnum):
     """Outcome of a fit; `FitResult.status` holds the code, `FitResult.message` the words."""
@@ -90,3 +92,24 @@ MESSAGES = {
         "in summary()), so the Laplace/quadrature log-likelihood there is not valid"
     ),
 }
+
+
+class Replications:
+    """Mixin for results of R replications that carry a (R,) `status`: which succeeded (only these
+    enter the summaries), how many failed, and why (Monte Carlo, the bootstrap)."""
+
+    @property
+    def converged(self) -> np.ndarray:
+        """(R,) bool: the replication's fit succeeded (status 0)."""
+        return np.asarray(self.status) == Status.SUCCESSFUL
+
+    @property
+    def n_failed(self) -> int:
+        return int(np.sum(~self.converged))
+
+    def failures(self) -> dict[Status, np.ndarray]:
+        """{status: indices of the replications whose fit ended with it}, failures only; the
+        words are `MESSAGES` (printed by `summary()`)."""
+        status = np.asarray(self.status)
+        codes = [c for c in np.unique(status) if c != Status.SUCCESSFUL]
+        return {Status(int(c)): np.flatnonzero(status == c) for c in codes}

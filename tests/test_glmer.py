@@ -181,14 +181,8 @@ def test_cbpp_summary():
         "glmer_cbpp_probit_laplace",
         "glmer_grouseticks_nb",
         "glmer_verbagg_crossed",
-        # INDEX has one level per row (an observation-level effect, which glmer allows); the
-        # fit_mixed merged here still refuses that, the branch `mixed` no longer does
-        pytest.param(
-            "glmer_grouseticks_poisson",
-            marks=pytest.mark.xfail(
-                raises=ValueError, strict=False, reason="fit_mixed refuses G = N"
-            ),
-        ),
+        # INDEX has one level per row: an observation-level effect, which glmer allows
+        "glmer_grouseticks_poisson",
     ],
 )
 def test_matches_lme4_slow(name):
