@@ -27,14 +27,14 @@ import math
 import types
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ._accumulate import Layout, auto_chunk_size
-from ._covariance import KINDS, RCOND, CovKind, check_kind, covariance, sandwich
+from ._covariance import KINDS, RCOND, CovKind, Pieces, check_kind, covariance, sandwich
 from ._fit import default_tol, settle_throw
 from ._inputs import prepare_data, prepare_groups, prepare_init, prepare_weights
 from ._moments import VectorSums, flat_fn, flat_spec
@@ -62,16 +62,21 @@ def general_inverse(a):
     return jnp.where(ok, inv, jnp.nan), status
 
 
-class EstimatePieces(NamedTuple):
-    """What every covariance kind of an M-estimate is made from (free block, at theta_hat)."""
+@partial(
+    jax.tree_util.register_dataclass,
+    data_fields=[
+        *(f.name for f in dataclasses.fields(Pieces) if f.name not in ("clusters", "n_coef")),
+        "fay_meat",
+    ],
+    meta_fields=["clusters", "n_coef"],
+)
+@dataclasses.dataclass(frozen=True)
+class EstimatePieces(Pieces):
+    """`Pieces` of an M-estimate (free block, at theta_hat): `information` is A = -sum_i w_i
+    d psi_i / d theta' (not symmetric), `opg` sum_i w_i psi_i psi_i', `meat` B over the units
+    (observations, or clusters); `fay_meat` B_bc of Fay's correction."""
 
-    information: jax.Array  # A = -sum_i w_i d psi_i / d theta' (not symmetric)
-    opg: jax.Array  # sum_i w_i psi_i psi_i'
-    meat: jax.Array  # B over the units (observations, or clusters)
-    score_groups: jax.Array  # s_g (G x k; 0 x k without clusters)
-    expected: jax.Array
-    n_obs: jax.Array
-    fay_meat: jax.Array  # B_bc of Fay's correction
+    fay_meat: jax.Array | None = None
 
 
 def _fay(p, bread):
@@ -108,7 +113,8 @@ class EstimateResult(FitResult):
     def pieces(self) -> EstimatePieces:
         base = super().pieces()
         mask = np.asarray(self.free)
-        return EstimatePieces(*base, self.fay_meat[..., mask, :][..., :, mask])
+        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+        return EstimatePieces(**fields, fay_meat=self.fay_meat[..., mask, :][..., :, mask])
 
     def head(self) -> list[tuple[str, str]]:
         n_groups = self.score_groups.shape[-2]
@@ -242,9 +248,8 @@ def _estimate_compiled(
     fay_meat = _fay_meat(sums, theta, ainv, score_groups, fay_b, weight_kind)
     n_obs = jnp.sum(weights) if (weights is not None and weight_kind == "frequency") else n_rows
     n_obs = jnp.asarray(n_obs, theta0.dtype)
-    pieces = EstimatePieces(
-        a, outer, meat, score_groups, jnp.full((k, k), jnp.nan, a.dtype), n_obs, fay_meat
-    )
+    nan = jnp.full((k, k), jnp.nan, a.dtype)
+    pieces = EstimatePieces(a, outer, meat, score_groups, nan, n_obs, fay_meat=fay_meat)
     cov_matrix, cov_status = covariance(ESTIMATE_KINDS[cov], pieces, inverse=general_inverse)
     bad_groups = (
         jnp.asarray(False) if groups is None else jnp.any((groups < 0) | (groups >= n_groups))
@@ -286,6 +291,7 @@ def _estimate_compiled(
         n_obs=n_obs,
         n_iter=st.n_iter,
         n_damped=jnp.asarray(0),
+        start_rows=jnp.asarray(0, jnp.int32),
         scaled_gradient=st.decrement,
         status=status,
         fay_meat=fay_meat,

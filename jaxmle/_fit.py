@@ -351,12 +351,12 @@ class Problem:
     cov: str
     max_iter: int
     tol: float
-    subsample_start: float | None
     layout: Layout
     n_rows: int
     dtype: Any
     compute_dtype: Any
     transforms: Transforms | None = None
+    subsample_start: float | None = None  # see `fit`; None: automatic
     clusters: tuple[tuple[str, int], ...] = ()  # multi-way: (name, G) of each stacked clustering
     order: jax.Array | None = None  # the rows sorted by `time=` (HAC)
     cov_options: tuple = ()

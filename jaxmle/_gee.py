@@ -304,6 +304,7 @@ def _result(out, d, fam, structure, formula, groups, time, layout, cov, n_time_m
         n_obs=jnp.asarray(float(d.X.shape[0])),
         n_iter=out.n_iter,
         n_damped=jnp.asarray(0),
+        start_rows=jnp.asarray(0, jnp.int32),
         scaled_gradient=out.change,
         status=out.status,
         alpha=out.alpha,

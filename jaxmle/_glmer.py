@@ -242,6 +242,7 @@ def _result(formula, fam, n_quad, md, layout, names, res, inner) -> MerResult:
         n_obs=jnp.asarray(float(len(d.y))),
         n_iter=res.n_iter,
         n_damped=res.n_damped,
+        start_rows=res.start_rows,
         scaled_gradient=res.scaled_gradient,
         status=res.status,
         ranef_modes=modes,

@@ -396,6 +396,7 @@ def _gmm_compiled(
         n_obs=n,
         n_iter=st.n_iter,
         n_damped=st.n_damped,
+        start_rows=jnp.asarray(0, jnp.int32),
         scaled_gradient=st.decrement,
         status=status,
         j_stat=j_stat,

@@ -151,6 +151,7 @@ def _result(formula, reml, md: MixedDesign, out) -> MerResult:
         n_obs=jnp.asarray(float(len(d.y))),
         n_iter=out["n_iter"],
         n_damped=out["n_damped"],
+        start_rows=jnp.asarray(0, jnp.int32),
         scaled_gradient=out["scaled_gradient"],
         status=out["status"],
         ranef_modes=tuple(b[: f.n_levels] for b, f in zip(out["ranef"], levels, strict=True)),

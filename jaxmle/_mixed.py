@@ -353,6 +353,7 @@ def _mixed_compiled(
         n_obs=n_obs,
         n_iter=st.n_iter,
         n_damped=st.n_damped,
+        start_rows=jnp.asarray(0, jnp.int32),
         scaled_gradient=st.decrement,
         status=status,
         names=names,

@@ -110,7 +110,11 @@ class SubsetResult(FitResult):
         """The covariance of another kind over the block (s x s, `block_names` order)."""
         entry = self.check_cov(kind, **options)
         return _stored_covariance(
-            entry, (True,) * len(self.block), self.pieces(), tuple(sorted(options.items()))
+            entry,
+            (True,) * len(self.block),
+            self.pieces(),
+            tuple(sorted(options.items())),
+            type(self).bread_inverse,
         )
 
     def _se_flat(self, cov) -> jax.Array:
