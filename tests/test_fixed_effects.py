@@ -49,7 +49,7 @@ def _fixture(name):
 
 
 def _csv(path):
-    return pd.read_csv(REFERENCE / path, float_precision="round_trip")
+    return pd.read_csv(REFERENCE / path)
 
 
 def _close(actual, expected, rtol, what):

@@ -544,7 +544,8 @@ def test_lr_and_score_refuse_what_cannot_be_tested(bw, spector):
 
 def test_tests_on_a_batch_equal_tests_one_by_one_and_under_jit(bw, spector):
     fits = [bw["restricted"], bw["full"]]
-    stacked = [jax.tree.map(lambda *x: jnp.stack(x), f, f) for f in fits]
+    # stacked on the host (numpy keeps float64; jnp.stack with 64-bit off would round to float32)
+    stacked = [jax.tree.map(lambda *x: np.stack(x), f, f) for f in fits]
     one = jm.lr_test(*fits)
     batch = jm.lr_test(*stacked)
     assert batch.statistic.shape == (2,)
@@ -555,7 +556,10 @@ def test_tests_on_a_batch_equal_tests_one_by_one_and_under_jit(bw, spector):
     assert d.cov.shape == (2, 1, 1)
     lm = jm.score_test(stacked[0])
     np.testing.assert_allclose(lm.statistic, jm.score_test(bw["restricted"]).statistic, rtol=1e-12)
-    jitted = jax.jit(lambda r: jm.wald_test(r, "b[1] = g[0]", cov="sandwich"))(spector["full"])
+    # jit converts float64 inputs to float32 when JAX's 64-bit flag is off: a float64 test under
+    # the user's own jit needs the flag on (with it off the test runs, in float32)
+    with jax.enable_x64(True):
+        jitted = jax.jit(lambda r: jm.wald_test(r, "b[1] = g[0]", cov="sandwich"))(spector["full"])
     eager = jm.wald_test(spector["full"], "b[1] = g[0]", cov="sandwich")
     np.testing.assert_allclose(jitted.statistic, eager.statistic, rtol=1e-12)
     with pytest.raises(ValueError, match="jit/vmap"):
