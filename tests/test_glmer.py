@@ -136,7 +136,7 @@ def check_against_r(name):
     # VarCorr rows in lme4's order
     vc, ref = m.varcorr(), fx["varcorr"]
     assert list(vc.grp) == ref["grp"]
-    assert [v or "" for v in vc.var1] == [r_name(v) for v in ref["var1"]]
+    assert [v if isinstance(v, str) else "" for v in vc.var1] == [r_name(v) for v in ref["var1"]]
     np.testing.assert_allclose(vc.sdcor, ref["sdcor"], rtol=VARCOMP_RTOL, atol=1e-6)
     # conditional modes and SDs (R ranef(m, condVar = TRUE)), by level label
     ours = m.ranef(condvar=True)

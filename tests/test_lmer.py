@@ -103,8 +103,8 @@ def check_against_r(name):
     vc, ref = m.varcorr(), fx["varcorr"]
     assert list(vc.columns) == ["grp", "var1", "var2", "vcov", "sdcor"]
     assert list(vc.grp) == ref["grp"]
-    assert [v or "" for v in vc.var1] == [r_name(v) for v in ref["var1"]]
-    assert [v or "" for v in vc.var2] == [r_name(v) for v in ref["var2"]]
+    assert [v if isinstance(v, str) else "" for v in vc.var1] == [r_name(v) for v in ref["var1"]]
+    assert [v if isinstance(v, str) else "" for v in vc.var2] == [r_name(v) for v in ref["var2"]]
     sigma = fx["sigma"]
     is_sd = np.asarray([v == "" for v in ref["var2"]])
     np.testing.assert_allclose(
