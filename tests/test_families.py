@@ -184,6 +184,7 @@ def amemiya_mu_sigma(mu, sigma):
 
 
 @pytest.mark.usefixtures("x64")  # the distributions' own arithmetic, in float64
+@pytest.mark.slow  # the default run keeps a cheaper check of this feature
 def test_truncated_information_quadrature():
     for dist, lo, hi in [
         (jf.Truncated(jf.Normal(0.4, 1.3), lower=-0.5, upper=2.0), -0.5, 2.0),

@@ -370,6 +370,7 @@ def test_option_errors(small):
         jm.fit(logit, INIT2, small, method="fisher")
 
 
+@pytest.mark.slow  # the default run keeps a cheaper check of this feature
 def test_float32_line_search_allows_for_float32_rounding():
     """In float32, lnL carries rounding of ~eps32 |lnL|: a line search that demanded float64
     accuracy rejected every step near the maximum and failed (3 of these 400 replications did)."""

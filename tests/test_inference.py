@@ -293,6 +293,7 @@ def test_score_test_matches_rao_and_statsmodels(bw, spector):
     )
 
 
+@pytest.mark.slow  # the default run keeps a cheaper check of this feature
 def test_score_test_of_a_separately_written_restricted_model(bw):
     """The restricted model written on its own; theta_tilde embeds its estimate in the full one."""
     small = {k: 0.0 for k in ("const", "lwt", "smoke", "ht")}
@@ -325,6 +326,7 @@ def test_profile_ci_matches_glm_refits(bw, name, key, level):
     assert not (ci.open_lower or ci.open_upper) and ci.note == ""
 
 
+@pytest.mark.slow  # the default run keeps a cheaper check of this feature
 def test_profile_ci_matches_survreg_and_bbmle(mtcars):
     df = pd.read_csv(DATA / "lung.csv")
     data = {
@@ -443,6 +445,7 @@ def test_transformed_fit_reports_natural_parameters_like_statsmodels():
     np.testing.assert_allclose(res.cov, res.covariance("hessian"), rtol=1e-8, atol=1e-14)
 
 
+@pytest.mark.slow  # the default run keeps a cheaper check of this feature
 def test_transforms_closed_forms_and_profile_on_the_natural_scale(rng):
     y = (rng.random(60) < 0.3).astype(float)
     res = jm.fit_transformed(bernoulli, {"p": 0.5}, {"y": y}, {"p": jm.interval(0.0, 1.0)})
@@ -591,6 +594,7 @@ def _replication(key, n_used):
     return {k: t.statistic for k, t in tests.items()}, {k: t.pvalue for k, t in tests.items()}, ok
 
 
+@pytest.mark.slow  # the default run keeps a cheaper check of this feature
 def test_classical_tests_have_nominal_size_and_agree_asymptotically():
     """2,000 replications under H0 in one compiled call: each test rejects 5% +- 1.5% (3 Monte
     Carlo s.e.), and W - LR, LM - LR shrink like n^-1/2 (n = 100 vs 800)."""

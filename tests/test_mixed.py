@@ -155,6 +155,7 @@ def test_same_shape_new_data_does_not_retrace(cbpp):
 # ------------------------------------------------------------------- adaptive Gauss-Hermite
 
 
+@pytest.mark.slow  # the default run keeps a cheaper check of this feature
 def test_cbpp_agq10_matches_lme4():
     data, herd, init = mm.cbpp()
     res = jm.fit_mixed(
@@ -173,6 +174,7 @@ def test_cbpp_agq10_matches_lme4():
 PEN_KEYS = ("beta", "sigma", "sd")
 
 
+@pytest.mark.slow  # the default run keeps a cheaper check of this feature
 def test_penicillin_crossed_matches_glmmtmb_and_lme4():
     data, groups, init = mm.penicillin()
     res = jm.fit_mixed(
@@ -195,6 +197,7 @@ def test_penicillin_crossed_matches_glmmtmb_and_lme4():
 # ------------------------------------------------------------------- boundary
 
 
+@pytest.mark.slow  # the default run keeps a cheaper check of this feature
 def test_zero_variance_boundary_is_the_glm():
     """infert by matched set: glmer's fit is singular (sigma = 0), so the GLMM's maximum is the
     logistic GLM's: beta, lnL and beta's covariance (conditional on sigma = 0) equal R glm's."""

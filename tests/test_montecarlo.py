@@ -102,6 +102,7 @@ def test_small_sample_coverage_and_lr_size_match_the_t_distribution(normal_study
 
 
 @pytest.mark.usefixtures("x64")  # draws rebuilt here as monte_carlo makes them: in float64
+@pytest.mark.slow  # the default run keeps a cheaper check of this feature
 def test_replications_do_not_depend_on_batch_size_or_count_and_equal_eager_fits(normal_study):
     """Replication r uses fold_in(key, r): 10 replications in padded batches of 4 equal the first
     10 of the 4,000-replication study (batches of 1,000), and eager fits of the same data."""
@@ -124,6 +125,7 @@ def test_replications_do_not_depend_on_batch_size_or_count_and_equal_eager_fits(
         )
 
 
+@pytest.mark.slow  # the default run keeps a cheaper check of this feature
 def test_logit_intervals_cover_for_every_kind_and_cluster_ids_come_from_the_data():
     res = jm.monte_carlo(simulate_logit, logit, THETA_LOGIT, 1000, 11, covs=("hessian", "sandwich",
                          "cluster"), groups="firm", n_groups=G, progress=False)  # fmt: skip
@@ -137,6 +139,7 @@ def test_logit_intervals_cover_for_every_kind_and_cluster_ids_come_from_the_data
 
 
 @pytest.mark.usefixtures("x64")  # draws rebuilt here as monte_carlo makes them: in float64
+@pytest.mark.slow  # the default run keeps a cheaper check of this feature
 def test_failed_replications_are_counted_listed_and_left_out():
     key, n_reps = jax.random.key(5), 40
     theta = {"b0": 0.0, "b": jnp.array([1.0, 0.5])}
@@ -212,6 +215,7 @@ def test_plots_show_every_parameter_and_kind(normal_study):
     assert set(normal_study.covs) <= set(labels)
 
 
+@pytest.mark.slow  # the default run keeps a cheaper check of this feature
 def test_batches_split_over_two_devices_give_the_same_replications(normal_study):
     """With 2 CPU devices (a fresh process) each batch is split over both; replication r is still
     replication r of the single-device study."""

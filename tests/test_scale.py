@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 SHARDED = r"""
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -36,6 +38,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow  # a subprocess with 8 simulated devices (~15 s)
 def test_sharded_over_eight_devices_equals_one_device():
     # simulated CPU devices (JAX_PLATFORMS=cpu: on a GPU machine the default backend is the GPU)
     env = {
