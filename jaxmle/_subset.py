@@ -255,7 +255,8 @@ def subset_of(res: FitResult, block: tuple[int, ...]) -> SubsetResult:
         .set(jnp.sqrt(jnp.diagonal(cov)))
     )
     fields = {f: getattr(res, f) for f in ("params", "loglik", "score", "n_obs", "n_iter",
-              "n_damped", "scaled_gradient", "status", "names", "free", "method", "cov_type")}  # fmt: skip
+              "n_damped", "start_rows", "scaled_gradient", "status", "names", "free", "method",
+              "cov_type")}  # fmt: skip
     return SubsetResult(
         **fields,
         se=jax.flatten_util.ravel_pytree(res.params)[1](se),

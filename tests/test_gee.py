@@ -54,7 +54,7 @@ def jaxmle_formula(fx, df):
     if "offset(log(t))" in formula:
         formula, offset = formula.replace("offset(log(t)) + ", ""), np.log(df["t"].to_numpy())
     for v in FACTORS:
-        if v in df.columns and df[v].dtype == object:
+        if v in df.columns and not pd.api.types.is_numeric_dtype(df[v]):
             formula = re.sub(rf"\b{v}\b", f"C({v})", formula)
     return formula, offset
 
@@ -66,7 +66,7 @@ def r_name(name, df):
         if part == "(Intercept)":
             part = "Intercept"
         for v in FACTORS:
-            if v in df.columns and df[v].dtype == object and part.startswith(v) and part != v:
+            if v in df.columns and not pd.api.types.is_numeric_dtype(df[v]) and part.startswith(v) and part != v:
                 part = f"C({v})[T.{part[len(v) :]}]"
         parts.append(part)
     return ":".join(parts)
