@@ -66,7 +66,12 @@ def r_name(name, df):
         if part == "(Intercept)":
             part = "Intercept"
         for v in FACTORS:
-            if v in df.columns and not pd.api.types.is_numeric_dtype(df[v]) and part.startswith(v) and part != v:
+            if (
+                v in df.columns
+                and not pd.api.types.is_numeric_dtype(df[v])
+                and part.startswith(v)
+                and part != v
+            ):
                 part = f"C({v})[T.{part[len(v) :]}]"
         parts.append(part)
     return ":".join(parts)
