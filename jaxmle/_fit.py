@@ -323,12 +323,7 @@ def _fit(
         raise_nonfinite_data(data, n)
     if not is_traced and int(res.status) == Status.NONFINITE_START:
         raise_bad_start(logpdf, spec, theta0, data, n)
-    if throw:
-        if is_traced:
-            return eqx.error_if(res, ~res.converged, "jaxmle.fit did not succeed (see res.status)")
-        if not bool(res.converged):
-            raise RuntimeError(f"jaxmle.fit: {res.message}")
-    return res
+    return settle_throw(res, throw, is_traced, "jaxmle.fit")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -439,12 +434,7 @@ def finish(res: FitResult, problem: Problem, is_traced: bool, throw: bool, who: 
     handle on a host-side result, and `throw=True` as an error (under jit, `eqx.error_if`)."""
     if not is_traced:
         res = with_handles(res, _problem=problem)
-    if throw:
-        if is_traced:
-            return eqx.error_if(res, ~res.converged, f"jaxmle.{who} did not succeed")
-        if not bool(res.converged):
-            raise RuntimeError(f"jaxmle.{who}: {res.message}")
-    return res
+    return settle_throw(res, throw, is_traced, f"jaxmle.{who}")
 
 
 def refit(res: FitResult, theta0=None, free=None, **options) -> FitResult:
@@ -661,21 +651,10 @@ def solve(
         may_be_separated & jnp.isfinite(sc.loglik_probe) & (sc.loglik_probe > st.loglik - 1.0)
     )
 
-    # the first condition that holds names the status (a chain of wheres: jnp.select's index
-    # arithmetic asks for int64 and warns when JAX's 64-bit flag is off under the user's vmap)
-    checks = [
-        (st.failed_start, Status.NONFINITE_START),
-        (~jnp.isfinite(st.loglik) | ~jnp.isfinite(st.decrement), Status.NONFINITE),
-        (bad_groups, Status.BAD_GROUPS),
-        (st.failed_search, Status.LINE_SEARCH_FAILED),
-        (~_converged(st, tol), Status.MAX_ITER),
-        (separated, Status.SEPARATION),
-        (info_status != Status.SUCCESSFUL, info_status),
-        (cov_status != Status.SUCCESSFUL, cov_status),
-    ]
-    status = jnp.asarray(Status.SUCCESSFUL, jnp.int32)
-    for condition, code in reversed(checks):
-        status = jnp.where(condition, jnp.asarray(code).astype(jnp.int32), status)
+    status = fit_status(
+        st, tol, separated=separated, bad_groups=bad_groups, info_status=info_status,
+        cov_status=cov_status,
+    )  # fmt: skip
 
     cov_full = embed_block(cov_free, free)
     cov_full = jnp.where(bad_groups & (cov == "cluster"), jnp.nan, cov_full)
@@ -704,6 +683,27 @@ def solve(
         cov_options=cov_options,
         clusters=clusters,
     )
+
+
+def fit_status(st, tol, *, separated, info_status, bad_groups=False, cov_status=None):
+    """The fit's `Status`: the first condition that holds names it (a chain of wheres: jnp.select's
+    index arithmetic asks for int64 and warns when JAX's 64-bit flag is off under the user's vmap).
+    One place for every program that ends in `maximize` (fit, fit_groups, the bootstrap's refits)."""
+    checks = [
+        (st.failed_start, Status.NONFINITE_START),
+        (~jnp.isfinite(st.loglik) | ~jnp.isfinite(st.decrement), Status.NONFINITE),
+        (bad_groups, Status.BAD_GROUPS),
+        (st.failed_search, Status.LINE_SEARCH_FAILED),
+        (~_converged(st, tol), Status.MAX_ITER),
+        (separated, Status.SEPARATION),
+        (info_status != Status.SUCCESSFUL, info_status),
+    ]
+    if cov_status is not None:
+        checks.append((cov_status != Status.SUCCESSFUL, cov_status))
+    status = jnp.asarray(Status.SUCCESSFUL, jnp.int32)
+    for condition, code in reversed(checks):
+        status = jnp.where(condition, jnp.asarray(code).astype(jnp.int32), status)
+    return status
 
 
 def _separation_probe(st, info):

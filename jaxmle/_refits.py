@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._covariance import psd_inverse
-from ._fit import Problem, _full_precision, _run, _separation_probe
+from ._fit import Problem, _full_precision, _run, _separation_probe, fit_status
 from ._objective import Batch, Objective
 from ._solvers import METHODS, equilibrated_eigh, maximize
 from ._status import MESSAGES, Status
@@ -111,25 +111,7 @@ def estimate(problem: Problem, theta0, free) -> dict:
     loglik_probe = obj.loglik_grad(probe).loglik
     _, info_status = psd_inverse(info, st.eig)
     separated = may_be_separated & jnp.isfinite(loglik_probe) & (loglik_probe > st.loglik - 1.0)
-    status = jnp.select(
-        [
-            st.failed_start,
-            ~jnp.isfinite(st.loglik) | ~jnp.isfinite(st.decrement),
-            st.failed_search,
-            (st.decrement > c.tol) & ~st.at_floor,
-            separated,
-            info_status != Status.SUCCESSFUL,
-        ],
-        [
-            Status.NONFINITE_START,
-            Status.NONFINITE,
-            Status.LINE_SEARCH_FAILED,
-            Status.MAX_ITER,
-            Status.SEPARATION,
-            info_status,
-        ],
-        Status.SUCCESSFUL,
-    ).astype(jnp.int32)
+    status = fit_status(st, c.tol, separated=separated, info_status=info_status)
     return {"coef": embed(st.theta), "loglik": st.loglik, "n_iter": st.n_iter, "status": status}
 
 
